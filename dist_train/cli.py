@@ -1,0 +1,48 @@
+"""The `dist-train` command line. Only argparse here: each subcommand imports what it needs when it runs, so that
+`dist-train --help` never pays for torch, deepspeed or wandb."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from dist_train.errors import USAGE_EXIT_CODE, UsageError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dist-train",
+        description="Train a recipe from one CPU process to a multi-node cluster with one config.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a run from a YAML config plus key=value overrides")
+    p.add_argument("config", help="YAML config file, e.g. recipes/fashion_mnist_mlp.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.max_steps=50")
+    p.set_defaults(handler="dist_train.commands.train:main")
+
+    p = sub.add_parser("data", help="get a real dataset where the recipes look for it")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    f = data_sub.add_parser("fetch", help="fetch a dataset (fashion-mnist)")
+    f.add_argument("name", help="dataset name: fashion-mnist")
+    f.add_argument("--root", default="data", help="data root the recipe reads (data.root), default: data")
+    f.add_argument("--download", action="store_true", help="download with torchvision (needs internet)")
+    f.set_defaults(handler="dist_train.commands.data:main")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    module_name, _, func = args.handler.partition(":")
+    try:
+        code = getattr(importlib.import_module(module_name), func)(args)
+    except UsageError as e:
+        rank = os.environ.get("RANK", "0")
+        prefix = "dist-train: error: " if rank == "0" else f"dist-train: error (rank {rank}): "
+        print(prefix + str(e), file=sys.stderr, flush=True)
+        sys.exit(USAGE_EXIT_CODE)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(code or 0)

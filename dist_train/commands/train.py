@@ -1,0 +1,19 @@
+"""`dist-train train CONFIG [key=value ...]`: train one run (one process, or one rank under torchrun/srun)."""
+
+from __future__ import annotations
+
+
+def main(args) -> int:
+    from dist_train.config import load
+
+    config = load(args.config, args.overrides)
+    from dist_train.runner import run  # torch is imported only once the config is known to be valid
+
+    result = run(config)
+    from dist_train import distributed
+
+    summary = f"done: {result.steps} steps, loss {result.last_loss:.4f}"
+    if result.eval:
+        summary += " | eval " + ", ".join(f"{k} {v:.4f}" for k, v in result.eval.items())
+    distributed.print0(summary)
+    return 0

@@ -1,0 +1,79 @@
+"""The typed configuration: one dataclass per YAML section.
+
+A run is described by one YAML file plus `key=value` overrides; `dist_train.config.load` turns them into a `Config`
+and nothing downstream ever sees a raw dict. Field metadata carries the checks (`gt`, `ge`) that `typed.build`
+applies, so a bad value is reported with its dotted key. Recipes add their own sections (e.g. `model:`) through
+`Recipe.sections`; those land in `Config.sections` as instances of the recipe's dataclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+def positive(default, **extra):
+    return field(default=default, metadata={"gt": 0, **extra})
+
+
+def non_negative(default, **extra):
+    return field(default=default, metadata={"ge": 0, **extra})
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = positive(1000)
+    batch_size: int = positive(64)  # per rank, per micro-step
+    grad_accum: int = positive(1)
+    precision: Precision = "fp32"
+    clip_grad_norm: Optional[float] = positive(None)
+    log_every: int = positive(10)
+    eval_every: int = positive(200)
+    eval_batch_size: Optional[int] = positive(None)  # default: train.batch_size
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+@dataclass
+class OptimizerConfig:
+    name: Literal["sgd", "adam", "adamw", "rmsprop"] = "adamw"
+    lr: float = positive(1.0e-3)
+    weight_decay: float = non_negative(0.0)
+    momentum: float = non_negative(0.0)  # sgd and rmsprop
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam and adamw
+
+
+@dataclass
+class SchedulerConfig:
+    name: Literal["constant", "cosine", "linear"] = "constant"
+    warmup_steps: int = non_negative(0)
+    min_lr_ratio: float = non_negative(0.0)  # cosine/linear decay towards lr * min_lr_ratio at train.max_steps
+
+
+@dataclass
+class DataConfig:
+    root: Optional[str] = None  # folder the recipe's dataset lives in (recipe default when null)
+    path: Optional[str] = None  # a single data file, for recipes that read one (e.g. a text file)
+    num_workers: int = non_negative(0)
+
+
+@dataclass
+class Config:
+    recipe: str = "fashion_mnist_mlp"
+    strategy: Literal["auto", "single", "ddp"] = "auto"
+    seed: int = non_negative(0)
+    run_dir: str = "runs/default"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    # The recipe's own sections (e.g. "model"), each an instance of the dataclass the recipe declares.
+    sections: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self.train.eval_batch_size or self.train.batch_size
+
+    def section(self, name: str):
+        return self.sections[name]

@@ -1,0 +1,90 @@
+"""Process-group lifetime and the few collectives the runner needs.
+
+Two measured gloo facts shape this file (../shared/reference/environment.md):
+- After torchrun restarts a failed group, workers that reuse the agent's store keys reach the dead attempt's
+  address; a store namespaced per restart attempt (PrefixStore "/attempt_<n>") makes every attempt rendezvous
+  afresh.
+- ~11% of gloo runs abort at exit ("terminate called without an active exception") when the wrapped model and
+  optimizer outlive the process group; `shutdown` is given a callback that drops them and collects garbage first.
+"""
+
+from __future__ import annotations
+
+import datetime
+import gc
+import sys
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+
+from dist_train.cluster import DistEnv
+
+_env: DistEnv = DistEnv.single()
+
+
+def init(env: DistEnv, device: torch.device, timeout_s: float = 600.0) -> None:
+    global _env
+    _env = env
+    if not env.is_distributed or dist.is_initialized():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    timeout = datetime.timedelta(seconds=timeout_s)
+    store = dist.TCPStore(
+        env.master_addr, env.master_port, env.world_size,
+        is_master=env.rank == 0 and not env.agent_hosts_store, timeout=timeout,
+    )
+    store = dist.PrefixStore(f"/attempt_{env.restart_count}", store)
+    kwargs = {"device_id": device} if device.type == "cuda" else {}
+    dist.init_process_group(backend, store=store, rank=env.rank, world_size=env.world_size, timeout=timeout, **kwargs)
+
+
+def shutdown(release: Callable[[], None] | None = None) -> None:
+    if release is not None:
+        release()
+    gc.collect()
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def env() -> DistEnv:
+    return _env
+
+
+def is_main() -> bool:
+    return _env.is_main
+
+
+def world_size() -> int:
+    return _env.world_size
+
+
+def print0(*args, **kwargs) -> None:
+    if _env.is_main:
+        print(*args, **kwargs, flush=True)
+
+
+def all_reduce_(tensor: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
+    """In-place all-reduce; a no-op on one process."""
+    if dist.is_initialized() and _env.world_size > 1:
+        dist.all_reduce(tensor, op=op)
+    return tensor
+
+
+def mean_across_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    out = all_reduce_(tensor.detach().clone().float())
+    return out / _env.world_size
+
+
+def any_across_ranks(flag: bool, device: torch.device) -> bool:
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    return bool(all_reduce_(t, dist.ReduceOp.MAX).item())
+
+
+def barrier() -> None:
+    if dist.is_initialized() and _env.world_size > 1:
+        dist.barrier()
+
+
+def stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()

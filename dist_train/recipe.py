@@ -1,0 +1,129 @@
+"""The recipe API: what a user writes to train their own model.
+
+A recipe is a small class that builds the model, the train/eval datasets, the loss and the eval metrics. It knows
+nothing about ranks, devices, precision or strategies; the runner does all of that. A recipe may declare extra
+config sections (`sections = {"model": ModelConfig}`), which the config loader types and checks like the core ones.
+
+`recipe:` in a config names either a module of the `recipes` package (`fashion_mnist_mlp`), or a user's own file
+or module with the class to use (`path/to/my_recipe.py:MyRecipe`, `my_pkg.recipes:MyRecipe`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from dist_train.errors import UsageError, closest, one_of
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from dist_train.config.schema import Config
+    from dist_train.metrics import Metric
+
+
+class Recipe:
+    """Subclass this; implement build_model, build_datasets and loss (metrics optional)."""
+
+    #: extra config sections this recipe reads: {"model": ModelConfig} makes `model:` a typed, checked section
+    sections: ClassVar[dict[str, type]] = {}
+
+    def __init__(self, config: Config):
+        self.config = config
+
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def build_datasets(self) -> tuple[Any, Any | None]:
+        """(train_dataset, eval_dataset or None). Map-style datasets; a batch is a tuple of tensors."""
+        raise NotImplementedError
+
+    def forward(self, model: nn.Module, batch) -> Any:
+        """Model outputs for a batch; by default the model applied to the batch's first element."""
+        return model(batch[0])
+
+    def loss(self, outputs, batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def metrics(self) -> dict[str, Metric]:
+        """Fresh metric accumulators for one evaluation; the runner reduces them across ranks."""
+        return {}
+
+
+def resolve_recipe(name: str, base_dir: Path | None = None) -> type[Recipe]:
+    if ":" in name:
+        target, _, class_name = name.rpartition(":")
+        module = _import_target(target, name, base_dir)
+        cls = getattr(module, class_name, None)
+        if not (inspect.isclass(cls) and issubclass(cls, Recipe)):
+            found = _recipe_classes(module)
+            raise UsageError(
+                f"recipe: '{name}' has no Recipe subclass named '{class_name}'"
+                + (f"; it defines: {one_of(c.__name__ for c in found)}" if found else "")
+            )
+        return cls
+    available = builtin_recipes()
+    if name not in available:
+        raise UsageError(
+            f"recipe: unknown recipe '{name}'{closest(name, available)}; registered: {one_of(available)}, "
+            "or path/to/file.py:ClassName for your own"
+        )
+    module = _import_module(f"recipes.{name}", name)
+    found = _recipe_classes(module)
+    if len(found) != 1:
+        raise UsageError(f"recipe: module recipes.{name} must define exactly one Recipe subclass, found {len(found)}")
+    return found[0]
+
+
+def builtin_recipes() -> list[str]:
+    try:
+        import recipes
+    except ImportError:
+        return []
+    folder = Path(recipes.__file__).parent
+    return sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_"))
+
+
+def _recipe_classes(module) -> list[type[Recipe]]:
+    return [
+        c for c in vars(module).values()
+        if inspect.isclass(c) and issubclass(c, Recipe) and c is not Recipe and c.__module__ == module.__name__
+    ]
+
+
+def _import_target(target: str, name: str, base_dir: Path | None):
+    if target.endswith(".py") or "/" in target:
+        candidates = [Path(target)] + ([base_dir / target] if base_dir else [])
+        path = next((p for p in candidates if p.is_file()), None)
+        if path is None:
+            raise UsageError(f"recipe: file '{target}' not found (looked in the current directory"
+                             + (f" and {base_dir}" if base_dir else "") + ")")
+        module_name = f"dist_train_user_recipe_{path.stem}"
+        if module_name in sys.modules:
+            return sys.modules[module_name]
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module  # dataclasses and pickling look the module up by name
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:
+            del sys.modules[module_name]
+            raise UsageError(f"recipe: '{path}' failed to import: {type(e).__name__}: {e}") from None
+        return module
+    return _import_module(target, name)
+
+
+def _import_module(module_name: str, name: str):
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and module_name.startswith(e.name):
+            raise UsageError(f"recipe: module '{module_name}' for '{name}' not found") from None
+        raise UsageError(f"recipe: '{name}' failed to import: {type(e).__name__}: {e}") from None
+    except Exception as e:
+        raise UsageError(f"recipe: '{name}' failed to import: {type(e).__name__}: {e}") from None

@@ -1,0 +1,29 @@
+"""DistributedDataParallel: every rank holds the whole model; gradients are averaged across ranks in backward.
+
+With gradient accumulation, the all-reduce on all but the last micro-step would average partial gradients that the
+next micro-step changes anyway: `no_sync` skips it, so a step costs one all-reduce whatever grad_accum is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from dist_train.strategies.base import TorchStrategy
+
+
+class DDPStrategy(TorchStrategy):
+    name = "ddp"
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=device_ids)
+
+    def micro_step(self, is_last: bool):
+        return contextlib.nullcontext() if is_last else self.model.no_sync()
+
+    @property
+    def unwrapped_model(self) -> nn.Module:
+        return self.model.module

@@ -1,0 +1,43 @@
+"""The classic MNIST MLP (784-128-64-10, ReLU, cross-entropy) on Fashion-MNIST, read by torchvision's dataset class."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch.nn.functional as F
+from torch import nn
+
+from dist_train.data import InMemoryDataset
+from dist_train.datasets import fashion_mnist
+from dist_train.metrics import Accuracy
+from dist_train.recipe import Recipe
+
+
+@dataclass
+class ModelConfig:
+    hidden: list[int] = field(default_factory=lambda: [128, 64])
+    dropout: float = field(default=0.0, metadata={"ge": 0})
+
+
+class FashionMnistMLP(Recipe):
+    sections = {"model": ModelConfig}
+
+    def build_model(self) -> nn.Module:
+        cfg = self.config.section("model")
+        layers, width = [nn.Flatten()], 28 * 28
+        for h in cfg.hidden:
+            layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(cfg.dropout)]
+            width = h
+        layers.append(nn.Linear(width, 10))
+        return nn.Sequential(*layers)
+
+    def build_datasets(self):
+        root = self.config.data.root or "data"
+        return (InMemoryDataset(*fashion_mnist.load(root, train=True)),
+                InMemoryDataset(*fashion_mnist.load(root, train=False)))
+
+    def loss(self, outputs, batch):
+        return F.cross_entropy(outputs, batch[1])
+
+    def metrics(self):
+        return {"accuracy": Accuracy()}

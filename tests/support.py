@@ -1,0 +1,90 @@
+"""Helpers for tests: data in the real file formats, and running the real CLI / torchrun as subprocesses."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / "recipes"
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:
+    """An idx file as in Fashion-MNIST: magic (0, 0, type 0x08=ubyte, ndim), big-endian dims, then the bytes."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.tobytes()
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        data = gzip.compress(data)
+    path.write_bytes(data)
+
+
+def make_fashion_mnist(root: Path, n_train: int = 512, n_test: int = 128, seed: int = 0) -> Path:
+    """Learnable fake Fashion-MNIST: each class is a noisy version of its own random template."""
+    rng = np.random.default_rng(seed)
+    templates = rng.integers(0, 256, size=(10, 28, 28))
+    raw = Path(root) / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, size=n)
+        images = np.clip(templates[labels] + rng.normal(0, 60, size=(n, 28, 28)), 0, 255)
+        write_idx(raw / f"{split}-images-idx3-ubyte", images)
+        write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
+    return Path(root)
+
+
+def env(**extra) -> dict:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = os.pathsep.join([str(REPO), e.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    e.setdefault("OMP_NUM_THREADS", "1")  # two ranks on two cores: one thread each, no oversubscription
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"):
+        e.pop(k, None)
+    e.update({k: str(v) for k, v in extra.items()})
+    return e
+
+
+def run_cli(*args, timeout: float = 300, check: bool = True, **env_extra) -> subprocess.CompletedProcess:
+    """`python -m dist_train ARGS` in the repo root."""
+    cmd = [sys.executable, "-m", "dist_train", *map(str, args)]
+    return _run(cmd, timeout, check, env_extra)
+
+
+def run_torchrun(nproc: int, *args, timeout: float = 300, check: bool = True, torchrun_args=(), **env_extra):
+    """`torchrun --standalone --nproc-per-node N -m dist_train ARGS` (standalone picks a free port)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           *torchrun_args, "-m", "dist_train", *map(str, args)]
+    return _run(cmd, timeout, check, env_extra)
+
+
+def _run(cmd, timeout, check, env_extra) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=REPO, env=env(**env_extra), capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"command failed ({result.returncode}): {' '.join(cmd)}\n--- stdout\n{result.stdout[-4000:]}"
+            f"\n--- stderr\n{result.stderr[-4000:]}"
+        )
+    return result
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    with open(Path(run_dir) / "metrics.jsonl") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def train_losses(run_dir: Path) -> dict[int, float]:
+    """step -> logged training loss."""
+    return {r["step"]: r["loss"] for r in read_metrics(run_dir) if "loss" in r}
+
+
+def assert_close_losses(a: dict, b: dict, rel: float) -> None:
+    assert a.keys() == b.keys() and a, (sorted(a), sorted(b))
+    for step in a:
+        assert abs(a[step] - b[step]) <= rel * max(abs(a[step]), abs(b[step])), (step, a[step], b[step])
