@@ -96,13 +96,30 @@ def _recipe_classes(module) -> list[type[Recipe]]:
     ]
 
 
+def canonical_name(name: str, base_dir: Path | None = None) -> str:
+    """The recipe reference with a user's file made absolute, so every rank and a later resume find the same file."""
+    target, sep, class_name = name.rpartition(":")
+    if sep and _is_file_target(target):
+        return f"{_find_file(target, base_dir).resolve()}:{class_name}"
+    return name
+
+
+def _is_file_target(target: str) -> bool:
+    return target.endswith(".py") or "/" in target
+
+
+def _find_file(target: str, base_dir: Path | None) -> Path:
+    candidates = [Path(target)] + ([base_dir / target] if base_dir else [])
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        raise UsageError(f"recipe: file '{target}' not found (looked in the current directory"
+                         + (f" and {base_dir}" if base_dir else "") + ")")
+    return path
+
+
 def _import_target(target: str, name: str, base_dir: Path | None):
-    if target.endswith(".py") or "/" in target:
-        candidates = [Path(target)] + ([base_dir / target] if base_dir else [])
-        path = next((p for p in candidates if p.is_file()), None)
-        if path is None:
-            raise UsageError(f"recipe: file '{target}' not found (looked in the current directory"
-                             + (f" and {base_dir}" if base_dir else "") + ")")
+    if _is_file_target(target):
+        path = _find_file(target, base_dir)
         module_name = f"dist_train_user_recipe_{path.stem}"
         if module_name in sys.modules:
             return sys.modules[module_name]

@@ -70,7 +70,7 @@ def apply_overrides(raw: dict, overrides) -> None:
 
 
 def from_dict(raw: dict, base_dir: Path | None = None) -> Config:
-    from dist_train.recipe import resolve_recipe  # imports the recipe module: only once a config is being built
+    from dist_train.recipe import canonical_name, resolve_recipe  # imports the recipe module: only once a config is being built
 
     raw = dict(raw)
     core_keys = [f.name for f in dataclasses.fields(Config) if f.name != "sections"]
@@ -87,6 +87,7 @@ def from_dict(raw: dict, base_dir: Path | None = None) -> Config:
             valid = core_keys + list(section_types)
             raise UsageError(f"{name}: unknown key{closest(name, valid)}; valid top-level keys: {one_of(valid)}")
     config = build(Config, raw, "")
+    config.recipe = canonical_name(recipe_name, base_dir)
     config.sections = sections
     return config
 
