@@ -34,6 +34,8 @@ def framework_step_time(config, env, device) -> float:
     trainer = Trainer(config, env, device)
     trainer.fit()
     trainer.release()
+    if not env.is_main:
+        return float("nan")  # only rank 0 writes metrics.jsonl, and only rank 0 prints the ratio
     last = [r for r in read_metrics(Path(config.run_dir) / "metrics.jsonl") if "step_time_s" in r][-1]
     return last["step_time_s"]
 
