@@ -24,7 +24,7 @@ from dist_train.recipe import Recipe, resolve_recipe
 from dist_train.strategies import build_strategy
 from dist_train.tracking import NoTracker, Trackers
 from dist_train.tracking.sinks import open_trackers
-from dist_train.tracking.throughput import Throughput
+from dist_train.tracking.throughput import Throughput, peak_flops
 
 
 @dataclass
@@ -114,7 +114,8 @@ class Trainer:
             num_workers=cfg.data.num_workers,
         )
         strategy.model.train()
-        meter = Throughput(self.layout.global_batch, self.env.world_size, self.device, recipe, cfg.tracking.peak_tflops)
+        peak = peak_flops(self.device, cfg.tracking.peak_tflops)
+        meter = Throughput(self.layout.global_batch, self.env.world_size, self.device, recipe, peak)
         self.trackers.begin(self.start_step)
         for step in range(self.start_step + 1, train.max_steps + 1):  # `step` counts optimizer steps, from 1
             wait_start = time.perf_counter()

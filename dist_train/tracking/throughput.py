@@ -29,12 +29,16 @@ PEAK_BF16_TFLOPS = [
 
 
 def peak_flops(device: torch.device, peak_tflops: float | None) -> float | None:
+    """Peak FLOP/s of one device for MFU; None on CPU (no meaningful single peak) or for an unknown GPU."""
     if device.type != "cuda":
-        return None  # MFU is a GPU figure; a CPU has no meaningful single peak to compare with
+        return None
     if peak_tflops is not None:
         return peak_tflops * 1e12
-    name = torch.cuda.get_device_name(device)
-    return next((tflops * 1e12 for fragment, tflops in PEAK_BF16_TFLOPS if fragment in name), None)
+    return peak_flops_of(torch.cuda.get_device_name(device))
+
+
+def peak_flops_of(gpu_name: str) -> float | None:
+    return next((tflops * 1e12 for fragment, tflops in PEAK_BF16_TFLOPS if fragment in gpu_name), None)
 
 
 def peak_memory_bytes(device: torch.device) -> int:
@@ -46,12 +50,11 @@ def peak_memory_bytes(device: torch.device) -> int:
 
 
 class Throughput:
-    def __init__(self, global_batch: int, world_size: int, device: torch.device, recipe, peak_tflops=None):
+    def __init__(self, global_batch: int, world_size: int, device: torch.device, recipe, peak: float | None):
         self.global_batch, self.world_size, self.device = global_batch, world_size, device
         self.recipe = recipe
         self.count_tokens = True  # until the recipe says it has no tokens (tokens_in returns None)
         flops = recipe.flops_per_sample()
-        peak = peak_flops(device, peak_tflops)
         self.flops_ratio = flops / (world_size * peak) if flops and peak else None
         self.restart()
 
