@@ -16,6 +16,8 @@ def format_value(key: str, v) -> str:
         return str(v)
     if v != v or v in (float("inf"), float("-inf")):
         return str(v)
+    if v == 0:
+        return "0"
     if key.split("/")[-1] in _SCIENTIFIC:
         return f"{v:.3e}"
     if key.endswith("_share") or key == "mfu":
