@@ -60,13 +60,13 @@ class ConsoleTracker(Tracker):
 
     def log(self, metrics, step):
         if self.bar is not None:
-            self.bar.update(step - self.bar.n)
             shown = {k: metrics[k] for k in ("loss", "samples_per_s") if k in metrics}
-            if shown:
+            if shown:  # set before update(), which redraws the bar once with both
                 self.bar.set_postfix_str(
                     ", ".join(f"{k.replace('_per_s', '/s')} {format_value(k, v)}" for k, v in shown.items()),
-                    refresh=True,
+                    refresh=False,
                 )
+            self.bar.update(step - self.bar.n)
             if any(k.startswith("eval/") for k in metrics):
                 self.bar.write(f"step {step}/{self.max_steps} | {format_metrics(metrics)}", file=self.bar.fp)
             return
