@@ -30,6 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--root", default="data", help="data root the recipe reads (data.root), default: data")
     f.add_argument("--download", action="store_true", help="download with torchvision (needs internet)")
     f.set_defaults(handler="dist_train.commands.data:main")
+
+    p = sub.add_parser("plot", help="PNG of loss, lr and eval metrics vs step for one or more runs")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run_dir of a run; several are overlaid")
+    p.add_argument("--out", help="PNG to write (default: RUN_DIR/metrics.png for one run, ./metrics.png for several)")
+    p.set_defaults(handler="dist_train.commands.plot:main")
+
+    p = sub.add_parser("summary", help="one table of a run: config, final/best metrics, time, throughput")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.set_defaults(handler="dist_train.commands.summary:main")
     return parser
 
 

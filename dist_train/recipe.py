@@ -54,6 +54,16 @@ class Recipe:
         """Fresh metric accumulators for one evaluation; the runner reduces them across ranks."""
         return {}
 
+    def tokens_in(self, batch) -> int | None:
+        """Tokens in one micro-batch (still on the host), for the tokens/s figure; None: this recipe has no tokens.
+        Called once per micro-batch, so keep it O(1), e.g. `batch[0].numel()` or an attention-mask count."""
+        return None
+
+    def flops_per_sample(self) -> float | None:
+        """Training FLOPs (forward + backward) per sample, for the MFU figure on GPUs; None: unknown.
+        Dense layers: about 6 x parameters x tokens per sample (2 per multiply-add forward, twice that backward)."""
+        return None
+
 
 def resolve_recipe(name: str, base_dir: Path | None = None) -> type[Recipe]:
     if ":" in name:

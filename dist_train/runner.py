@@ -23,8 +23,8 @@ from dist_train.metrics import Mean
 from dist_train.recipe import Recipe, resolve_recipe
 from dist_train.strategies import build_strategy
 from dist_train.tracking import NoTracker, Trackers
-from dist_train.tracking.console import ConsoleTracker
-from dist_train.tracking.jsonl import JsonlTracker
+from dist_train.tracking.sinks import open_trackers
+from dist_train.tracking.throughput import Throughput, peak_flops
 
 
 @dataclass
@@ -81,6 +81,9 @@ class Trainer:
         seed_everything(config.seed + 1000 * (env.rank + 1))
 
         self.run_dir = Path(config.run_dir)
+        # The W&B run id: restored from a checkpoint (before trackers open), else read from run_dir or created
+        # by the W&B tracker; stored in checkpoints so a resumed job continues the same W&B run.
+        self.tracking_run_id: str | None = None
         self.trackers = self._open_trackers() if env.is_main else NoTracker()
         self.start_step = 0
 
@@ -90,7 +93,8 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(to_yaml(self.config))
         except OSError as e:
             raise UsageError(f"run_dir: cannot write to '{self.run_dir}': {e.strerror}") from None
-        return Trackers([JsonlTracker(self.run_dir / "metrics.jsonl"), ConsoleTracker(self.config.train.max_steps)])
+        trackers, self.tracking_run_id = open_trackers(self.config, self.run_dir, self.tracking_run_id)
+        return trackers
 
     def fit(self) -> RunResult:
         cfg, train = self.config, self.config.train
@@ -110,11 +114,16 @@ class Trainer:
             num_workers=cfg.data.num_workers,
         )
         strategy.model.train()
-        window_start, window_steps = time.perf_counter(), 0
+        peak = peak_flops(self.device, cfg.tracking.peak_tflops)
+        meter = Throughput(self.layout.global_batch, self.env.world_size, self.device, recipe, peak)
+        self.trackers.begin(self.start_step)
         for step in range(self.start_step + 1, train.max_steps + 1):  # `step` counts optimizer steps, from 1
+            wait_start = time.perf_counter()
             epoch, _, micro_batches = next(batches)
+            meter.data_wait_s += time.perf_counter() - wait_start
             step_loss = torch.zeros((), device=self.device)
             for i, batch in enumerate(micro_batches):
+                meter.add_tokens(batch)
                 batch = to_device(batch, self.device)
                 with strategy.micro_step(is_last=i == accum - 1):
                     with strategy.autocast():
@@ -124,28 +133,21 @@ class Trainer:
                     strategy.backward(loss / accum)
                 step_loss += loss.detach().float()
             grad_norm = strategy.step()
-            window_steps += 1
+            meter.steps += 1
 
             if step % train.log_every == 0 or step == train.max_steps:
                 # The only host sync of a step, and only on log steps: .item() waits for the device.
                 loss_value = distributed.mean_across_ranks(step_loss / accum).item()
-                elapsed = time.perf_counter() - window_start
-                metrics = {
-                    "loss": loss_value,
-                    "lr": strategy.lr,
-                    "epoch": epoch,
-                    "samples_per_s": self.layout.global_batch * window_steps / elapsed,
-                    "step_time_s": elapsed / window_steps,
-                }
+                metrics = {"loss": loss_value, "lr": strategy.lr, "epoch": epoch, **meter.collect()}
                 if grad_norm is not None:
                     metrics["grad_norm"] = float(grad_norm)
                 self.trackers.log(metrics, step)
                 result.last_loss = loss_value
-                window_start, window_steps = time.perf_counter(), 0
+                meter.restart()
             if self.eval_data is not None and (step % train.eval_every == 0 or step == train.max_steps):
                 result.eval = self.evaluate()
                 self.trackers.log({f"eval/{k}": v for k, v in result.eval.items()}, step)
-                window_start = time.perf_counter()  # keep eval time out of the throughput figure
+                meter.restart()  # keep eval time out of the throughput figures
             result.steps = step
         self.trackers.close()
         return result

@@ -41,3 +41,7 @@ class FashionMnistMLP(Recipe):
 
     def metrics(self):
         return {"accuracy": Accuracy()}
+
+    def flops_per_sample(self):
+        widths = [28 * 28, *self.config.section("model").hidden, 10]
+        return 6.0 * sum(a * b for a, b in zip(widths, widths[1:]))  # 2 per multiply-add, x3 for forward+backward

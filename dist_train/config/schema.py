@@ -59,6 +59,25 @@ class DataConfig:
 
 
 @dataclass
+class WandbConfig:
+    """Present = on. Offline runs are written under run_dir/wandb and uploaded later with `wandb sync`."""
+
+    project: str = "dist-train"
+    entity: Optional[str] = None  # W&B user or team; null: the API key's default entity
+    name: Optional[str] = None  # display name; null: W&B picks one
+    tags: list[str] = field(default_factory=list)
+    mode: Literal["online", "offline", "disabled"] = "online"
+
+
+@dataclass
+class TrackingConfig:
+    wandb: Optional[WandbConfig] = None  # null/absent: no W&B
+    tensorboard: bool = False  # event files under run_dir/tensorboard
+    # Peak dense bf16 TFLOP/s of one GPU for the MFU figure; null: looked up from the GPU's name (H100, A100, ...).
+    peak_tflops: Optional[float] = positive(None)
+
+
+@dataclass
 class Config:
     recipe: str = "fashion_mnist_mlp"
     strategy: Literal["auto", "single", "ddp"] = "auto"
@@ -68,6 +87,7 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     # The recipe's own sections (e.g. "model"), each an instance of the dataclass the recipe declares.
     sections: dict[str, Any] = field(default_factory=dict)
 

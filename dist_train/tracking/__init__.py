@@ -9,6 +9,9 @@ from typing import Any
 
 
 class Tracker:
+    def begin(self, step: int) -> None:
+        """Training starts (or resumes) at `step`."""
+
     def log(self, metrics: dict[str, Any], step: int) -> None:
         raise NotImplementedError
 
@@ -19,6 +22,10 @@ class Tracker:
 class Trackers(Tracker):
     def __init__(self, trackers: list[Tracker]):
         self.trackers = trackers
+
+    def begin(self, step):
+        for t in self.trackers:
+            t.begin(step)
 
     def log(self, metrics, step):
         for t in self.trackers:

@@ -1,4 +1,8 @@
-"""run_dir/metrics.jsonl: one JSON object per logged step (train) or evaluation (eval/* keys), flushed per line."""
+"""run_dir/metrics.jsonl: one JSON object per logged step (train) or evaluation (eval/* keys), flushed per line.
+
+Also the reader that `dist-train plot` and `dist-train summary` share: it turns the file back into per-key series
+and tolerates the one torn line a killed job can leave at the end.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import json
 import math
 from pathlib import Path
 
+from dist_train.errors import UsageError
 from dist_train.tracking import Tracker
 
 
@@ -31,3 +36,40 @@ def _plain(v):
 def read_metrics(path: Path) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def read_run_metrics(run_dir: str | Path) -> list[dict]:
+    """The records of a run_dir's metrics.jsonl, or a UsageError naming what is wrong with the folder."""
+    run_dir = Path(run_dir)
+    path = run_dir / "metrics.jsonl"
+    if not run_dir.is_dir():
+        raise UsageError(f"run dir '{run_dir}' does not exist (give the run_dir of a `dist-train train` run)")
+    if not path.is_file():
+        raise UsageError(f"run dir '{run_dir}' has no metrics.jsonl (give the run_dir of a `dist-train train` run)")
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            if number == len(lines):
+                break  # the last line of a job killed mid-write
+            raise UsageError(f"{path}: line {number} is not JSON: {line[:60]!r}") from None
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
+    if not records:
+        raise UsageError(f"{path}: no metrics logged yet")
+    return records
+
+
+def series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of one metric, ordered by step; a step logged twice (a resumed job) keeps its last value."""
+    by_step = {}
+    for r in records:
+        v = r.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            by_step[r["step"]] = float(v)
+    steps = sorted(by_step)
+    return steps, [by_step[s] for s in steps]
