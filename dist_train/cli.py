@@ -8,7 +8,7 @@ import importlib
 import os
 import sys
 
-from dist_train.errors import USAGE_EXIT_CODE, UsageError
+from dist_train.errors import RUN_ERROR_EXIT_CODE, USAGE_EXIT_CODE, RunError, UsageError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--root", default="data", help="data root the recipe reads (data.root), default: data")
     f.add_argument("--download", action="store_true", help="download with torchvision (needs internet)")
     f.set_defaults(handler="dist_train.commands.data:main")
+
+    p = sub.add_parser("export", help="write one consolidated model file from a checkpoint (any strategy)")
+    p.add_argument("checkpoint", help="a checkpoint folder, e.g. runs/x/checkpoints/step_1000")
+    p.add_argument("--format", required=True, choices=["torchscript", "onnx", "state_dict"], help="output format")
+    p.add_argument("--out", help="output file (default: RUN_DIR/export/step_<N>.<ext>)")
+    p.set_defaults(handler="dist_train.commands.export:main")
     return parser
 
 
@@ -38,11 +44,11 @@ def main(argv: list[str] | None = None) -> None:
     module_name, _, func = args.handler.partition(":")
     try:
         code = getattr(importlib.import_module(module_name), func)(args)
-    except UsageError as e:
+    except (UsageError, RunError) as e:
         rank = os.environ.get("RANK", "0")
         prefix = "dist-train: error: " if rank == "0" else f"dist-train: error (rank {rank}): "
         print(prefix + str(e), file=sys.stderr, flush=True)
-        sys.exit(USAGE_EXIT_CODE)
+        sys.exit(USAGE_EXIT_CODE if isinstance(e, UsageError) else RUN_ERROR_EXIT_CODE)
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(code or 0)
