@@ -34,7 +34,7 @@ def build(cls, data: Any, key: str):
         if name not in data:
             continue
         path = _join(key, name)
-        value = coerce(data[name], hints[name], path)
+        value = coerce(data[name], hints[f.name], path)
         check_bounds(value, f.metadata, path)
         values[f.name] = value
     return cls(**values)

@@ -14,6 +14,7 @@ each rank writes its own shard and a checkpoint loads on another world size (DCP
 from __future__ import annotations
 
 import contextlib
+import warnings
 from abc import ABC, abstractmethod
 from concurrent.futures import Future
 from pathlib import Path
@@ -174,7 +175,8 @@ class TorchStrategy(Strategy):
     def save_checkpoint(self, directory: Path, client_state: dict) -> None:
         import torch.distributed.checkpoint as dcp
 
-        dcp.save(self._dcp_state(), checkpoint_id=directory, no_dist=not _distributed())
+        with _single_process_quiet():
+            dcp.save(self._dcp_state(), checkpoint_id=directory, no_dist=not _distributed())
         self._save_trainer_state(directory, client_state)
 
     def async_save_checkpoint(self, directory: Path, client_state: dict, process_group) -> Future:
@@ -190,7 +192,8 @@ class TorchStrategy(Strategy):
         from torch.distributed.checkpoint.state_dict import set_state_dict
 
         state = self._dcp_state()
-        dcp.load(state, checkpoint_id=directory, planner=weights_only_load_planner(), no_dist=not _distributed())
+        with _single_process_quiet():
+            dcp.load(state, checkpoint_id=directory, planner=weights_only_load_planner(), no_dist=not _distributed())
         set_state_dict(self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
         extra = torch.load(directory / self.TRAINER_STATE, weights_only=True, map_location="cpu")
         self.scheduler.load_state_dict(extra["scheduler"])
@@ -204,7 +207,8 @@ class TorchStrategy(Strategy):
 
         state = {"model": model.state_dict()}
         # no_dist: one process reads every rank's shard and assembles full tensors.
-        dcp.load(state, checkpoint_id=directory, planner=weights_only_load_planner(), no_dist=True)
+        with _single_process_quiet():
+            dcp.load(state, checkpoint_id=directory, planner=weights_only_load_planner(), no_dist=True)
         model.load_state_dict(state["model"])
 
     def teardown(self) -> None:
@@ -214,6 +218,14 @@ class TorchStrategy(Strategy):
 
 def _distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+@contextlib.contextmanager
+def _single_process_quiet():
+    """DCP warns that it assumes one process even when told so (no_dist=True); that is the intent here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield
 
 
 def weights_only_load_planner():
