@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.distributed.checkpoint.api import CheckpointException
 
 from dist_train import distributed
 from dist_train.checkpoint import rng
@@ -30,6 +31,8 @@ from dist_train.errors import RunError, UsageError
 from dist_train.test_hooks import KillPoint
 
 TMP_PREFIX = ".tmp-"
+# What a failed save raises: DCP gathers every rank's error into a CheckpointException, a BaseException subclass.
+FAILURES = (Exception, CheckpointException)
 
 
 class Checkpointer:
@@ -156,7 +159,7 @@ class Checkpointer:
         if self.cfg.async_save and not blocking:
             try:
                 future = strategy.async_save_checkpoint(tmp, client_state, self.group)
-            except Exception as e:  # noqa: BLE001 - any failure to start the save is reported the same way
+            except FAILURES as e:
                 failure = e
             self._agree(failure, step, tmp)
             self._committed.clear()
@@ -167,7 +170,7 @@ class Checkpointer:
             return
         try:
             strategy.save_checkpoint(tmp, client_state)
-        except Exception as e:  # noqa: BLE001 - DCP wraps the I/O error of any rank in its own exception type
+        except FAILURES as e:
             failure = e
         self._agree(failure, step, tmp)
         self.kill_point.reached("commit", step)
@@ -187,7 +190,7 @@ class Checkpointer:
         failure = None
         try:
             future.result()
-        except Exception as e:  # noqa: BLE001
+        except FAILURES as e:
             failure = e
         if self.env.is_main:
             self._committed.wait()
@@ -258,9 +261,10 @@ def _reason(e: BaseException) -> str:
         if isinstance(cur, OSError) and cur.strerror:
             return f"{cur.strerror}" + (f" ({cur.filename})" if cur.filename else "")
         stack.extend(x for x in (cur.__cause__, cur.__context__) if x is not None)
-        failures = getattr(cur, "failures", None)  # torch.distributed.checkpoint.api.CheckpointException
-        if isinstance(failures, dict):
-            stack.extend(v for v in failures.values() if isinstance(v, BaseException))
+        if isinstance(cur, CheckpointException):  # rank -> (exception, traceback)
+            for failure in cur.failures.values():
+                stack.extend(x for x in (failure if isinstance(failure, tuple) else (failure,))
+                             if isinstance(x, BaseException))
     return f"{type(e).__name__}: {e}"
 
 
