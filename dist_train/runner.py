@@ -28,7 +28,6 @@ from dist_train.strategies import build_strategy
 from dist_train.tracking import NoTracker, Trackers
 from dist_train.tracking.console import ConsoleTracker
 from dist_train.tracking.jsonl import JsonlTracker
-from dist_train.test_hooks import KillPoint
 
 
 @dataclass
@@ -103,7 +102,7 @@ class Trainer:
         self.trackers = self._open_trackers() if env.is_main else NoTracker()
         # First step whose loss was not finite (+inf: none); kept on the device, read only at log/save steps.
         self.first_bad_step = torch.full((), math.inf, dtype=torch.float64, device=device)
-        self.kill_point = KillPoint(env.rank, env.restart_count)
+        self.kill_point = test_hooks.KillPoint(env.rank, env.restart_count)
 
     def _open_trackers(self) -> Trackers:
         try:
@@ -126,6 +125,9 @@ class Trainer:
             f"{sum(p.numel() for p in strategy.unwrapped_model.parameters()):,} parameters"
         )
         result = RunResult(steps=self.start_step)
+        if self.start_step >= train.max_steps:
+            distributed.print0(f"checkpoint: step {self.start_step} already reached train.max_steps={train.max_steps}; "
+                               "nothing to train (raise train.max_steps, or checkpoint.resume=never to start over)")
         epoch, step_in_epoch = data_position(self.position, layout.global_batch, self.steps_per_epoch)
         batches = train_batches(
             self.train_data, layout, cfg.seed, start_epoch=epoch, start_step_in_epoch=step_in_epoch,
@@ -166,7 +168,7 @@ class Trainer:
 
             if step % train.log_every == 0 or step == train.max_steps:
                 self.raise_if_diverged()
-                # The only host sync of a step, and only on log steps: .item() waits for the device.
+                # Host syncs (.item() waits for the device) happen only on log steps, here and just above.
                 loss_value = distributed.mean_across_ranks(step_loss / accum).item()
                 elapsed = time.perf_counter() - window_start
                 metrics = {

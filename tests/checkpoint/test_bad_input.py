@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import losses, train
+from checkpoint_support import losses, train
 
 HINT = "give auto, never or the path of a checkpoint folder (run_dir/checkpoints/step_<N>)"
 

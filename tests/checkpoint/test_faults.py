@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import losses, train
+from checkpoint_support import losses, train
 from dist_train.checkpoint.manifest import verify
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import train
+from checkpoint_support import train
 
 RECIPE = "recipe=tests/checkpoint/nan_recipe.py:NanAtSteps"
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from conftest import assert_same_tensors, checkpoint_tensors, losses, train
+from checkpoint_support import assert_same_tensors, checkpoint_tensors, losses, train
 from support import assert_close_losses
 
 
