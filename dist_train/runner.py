@@ -100,8 +100,9 @@ class Trainer:
             self.position = (state["epoch"], state["samples_in_epoch"])
         # Resume happens before the trackers open, so that they continue the run (metrics.jsonl, the W&B run id).
         self.trackers = self._open_trackers() if env.is_main else NoTracker()
-        # First step whose loss was not finite (+inf: none); kept on the device, read only at log/save steps.
-        self.first_bad_step = torch.full((), math.inf, dtype=torch.float64, device=device)
+        # (step, loss tensor) of the steps since the last non-finite check: train.on_nan=stop reads them only at
+        # log and save steps, so detection costs no device op and no host sync per step.
+        self.unchecked_losses: list[tuple[int, torch.Tensor]] = []
         self.kill_point = test_hooks.KillPoint(env.rank, env.restart_count)
 
     def _open_trackers(self) -> Trackers:
@@ -159,9 +160,7 @@ class Trainer:
                 else:
                     grad_norm = strategy.step()
             else:
-                # `stop`: remember the first bad step on the device (no sync); checked at log and save steps.
-                bad = torch.where(torch.isfinite(step_loss), math.inf, float(step))
-                torch.minimum(self.first_bad_step, bad, out=self.first_bad_step)
+                self.unchecked_losses.append((step, step_loss))  # `stop`: checked at the next log/save step
                 grad_norm = strategy.step()
             window_steps += 1
             self.position = (epoch, (step_in_epoch + 1) * layout.global_batch)
@@ -219,7 +218,13 @@ class Trainer:
         """train.on_nan=stop: end the run on every rank alike if any rank saw a non-finite loss."""
         if self.config.train.on_nan != "stop":
             return
-        bad = distributed.all_reduce_(self.first_bad_step.clone(), dist.ReduceOp.MIN).item()
+        first_bad = torch.full((), math.inf, dtype=torch.float64, device=self.device)
+        if self.unchecked_losses:
+            steps = torch.tensor([s for s, _ in self.unchecked_losses], dtype=torch.float64, device=self.device)
+            finite = torch.isfinite(torch.stack([loss for _, loss in self.unchecked_losses]))
+            first_bad = torch.where(finite, first_bad, steps).min()
+            self.unchecked_losses.clear()
+        bad = distributed.all_reduce_(first_bad, dist.ReduceOp.MIN).item()
         if math.isfinite(bad):
             done = self.checkpointer.complete()
             raise RunError(
