@@ -86,6 +86,7 @@ def main() -> None:
             f"data.root={args.data_root}", f"run_dir={tmp}/run", f"train.max_steps={args.steps}",
             f"train.log_every={args.steps}", f"train.eval_every={10 * args.steps}", f"train.batch_size={args.batch_size}",
             "scheduler.name=constant", "scheduler.warmup_steps=0", "optimizer.name=adamw",
+            "checkpoint.resume=never",  # the runs share run_dir: each must train from scratch, not resume the last
         ])
         config.recipe = "fashion_mnist_mlp"
         framework_step_time(config, env, device)  # warm-up of both, discarded

@@ -8,7 +8,7 @@ import importlib
 import os
 import sys
 
-from dist_train.errors import USAGE_EXIT_CODE, UsageError
+from dist_train.errors import RUN_ERROR_EXIT_CODE, USAGE_EXIT_CODE, RunError, UsageError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="one table of a run: config, final/best metrics, time, throughput")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.set_defaults(handler="dist_train.commands.summary:main")
+    p = sub.add_parser("export", help="write one consolidated model file from a checkpoint (any strategy)")
+    p.add_argument("checkpoint", help="a checkpoint folder, e.g. runs/x/checkpoints/step_1000")
+    p.add_argument("--format", required=True, choices=["torchscript", "onnx", "state_dict"], help="output format")
+    p.add_argument("--out", help="output file (default: RUN_DIR/export/step_<N>.<ext>)")
+    p.set_defaults(handler="dist_train.commands.export:main")
     return parser
 
 
@@ -47,11 +52,11 @@ def main(argv: list[str] | None = None) -> None:
     module_name, _, func = args.handler.partition(":")
     try:
         code = getattr(importlib.import_module(module_name), func)(args)
-    except UsageError as e:
+    except (UsageError, RunError) as e:
         rank = os.environ.get("RANK", "0")
         prefix = "dist-train: error: " if rank == "0" else f"dist-train: error (rank {rank}): "
         print(prefix + str(e), file=sys.stderr, flush=True)
-        sys.exit(USAGE_EXIT_CODE)
+        sys.exit(USAGE_EXIT_CODE if isinstance(e, UsageError) else RUN_ERROR_EXIT_CODE)
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(code or 0)

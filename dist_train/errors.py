@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 
 USAGE_EXIT_CODE = 2
+RUN_ERROR_EXIT_CODE = 1
 
 
 class UsageError(Exception):
@@ -24,3 +25,8 @@ def closest(word: str, choices) -> str:
 
 def one_of(choices) -> str:
     return ", ".join(str(c) for c in choices)
+
+
+class RunError(Exception):
+    """A run that cannot go on for a reason that is not a bug (a non-finite loss under `train.on_nan: stop`, a
+    checkpoint that cannot be written): one line, exit code 1, no traceback."""

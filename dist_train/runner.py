@@ -14,11 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
-from dist_train import cluster, distributed
-from dist_train.config import Config, to_yaml
+from dist_train import cluster, distributed, test_hooks
+from dist_train.checkpoint import Checkpointer, Manifest, model_signature
+from dist_train.checkpoint.resume import data_position, keep_global_batch
+from dist_train.config import Config, resolved_dict, to_yaml
 from dist_train.data import BatchLayout, eval_batches, seed_everything, steps_per_epoch, to_device, train_batches
-from dist_train.errors import UsageError
+from dist_train.errors import RunError, UsageError
 from dist_train.metrics import Mean
 from dist_train.recipe import Recipe, resolve_recipe
 from dist_train.strategies import build_strategy
@@ -62,6 +65,13 @@ class Trainer:
         self.layout = BatchLayout(train.batch_size, train.grad_accum, env.world_size, env.rank)
         self.strategy = build_strategy(config, env, device)
         self.strategy.check()
+        self.run_dir = Path(config.run_dir)
+        self.tracking_run_id: str | None = None  # set by a tracker that has run ids (W&B); saved in checkpoints
+        self.checkpointer = Checkpointer(config.checkpoint, self.run_dir / "checkpoints", env)
+        resume = self.checkpointer.find_resume()
+        if resume is not None:
+            self.layout = keep_global_batch(resume, self.layout)
+            train.grad_accum = self.layout.grad_accum  # config.yaml of the run then says what actually ran
 
         # Same seed on every rank while building: the model starts identical everywhere (FSDP does not broadcast it)
         # and identical across world sizes, so runs on 1 and N processes are comparable step for step.
@@ -75,7 +85,9 @@ class Trainer:
                 f"{env.world_size} = {self.layout.global_batch} exceeds the {len(self.train_data)} training samples; "
                 "lower train.batch_size or grad_accum, or use fewer processes"
             )
-        self.strategy.setup(self.recipe.build_model())
+        model = self.recipe.build_model()
+        self.model_signature = model_signature(model)
+        self.strategy.setup(model)
         # From here on randomness (dropout, augmentation) must differ between ranks, or every rank would draw the
         # same masks for different samples.
         seed_everything(config.seed + 1000 * (env.rank + 1))
@@ -84,8 +96,18 @@ class Trainer:
         # The W&B run id: restored from a checkpoint (before trackers open), else read from run_dir or created
         # by the W&B tracker; stored in checkpoints so a resumed job continues the same W&B run.
         self.tracking_run_id: str | None = None
+        # Where the data stands after the last finished step: (epoch, samples of it consumed).
+        self.start_step, self.position = 0, (0, 0)
+        if resume is not None:
+            state = self.checkpointer.load(resume, self.strategy, self.model_signature)
+            self.start_step, self.tracking_run_id = state["step"], state["tracking_run_id"]
+            self.position = (state["epoch"], state["samples_in_epoch"])
+        # Resume happens before the trackers open, so that they continue the run (metrics.jsonl, the W&B run id).
         self.trackers = self._open_trackers() if env.is_main else NoTracker()
-        self.start_step = 0
+        # (step, loss tensor) of the steps since the last non-finite check: train.on_nan=stop reads them only at
+        # log and save steps, so detection costs no device op and no host sync per step.
+        self.unchecked_losses: list[tuple[int, torch.Tensor]] = []
+        self.kill_point = test_hooks.KillPoint(env.rank, env.restart_count)
 
     def _open_trackers(self) -> Trackers:
         try:
@@ -93,36 +115,41 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(to_yaml(self.config))
         except OSError as e:
             raise UsageError(f"run_dir: cannot write to '{self.run_dir}': {e.strerror}") from None
-        trackers, self.tracking_run_id = open_trackers(self.config, self.run_dir, self.tracking_run_id)
+        resumed = self.start_step if self.start_step else None
+        trackers, self.tracking_run_id = open_trackers(self.config, self.run_dir, self.tracking_run_id, resumed)
         return trackers
 
     def fit(self) -> RunResult:
         cfg, train = self.config, self.config.train
-        strategy, recipe = self.strategy, self.recipe
-        accum = train.grad_accum
+        strategy, recipe, layout = self.strategy, self.recipe, self.layout
+        accum = layout.grad_accum
         distributed.print0(
             f"recipe {cfg.recipe} | strategy {strategy.describe()} | world size {self.env.world_size} | "
             f"device {self.device.type} | global batch {train.batch_size} x {accum} x {self.env.world_size} = "
-            f"{self.layout.global_batch} | {self.steps_per_epoch} steps/epoch | "
+            f"{layout.global_batch} | {self.steps_per_epoch} steps/epoch | "
             f"{sum(p.numel() for p in strategy.unwrapped_model.parameters()):,} parameters"
         )
         result = RunResult(steps=self.start_step)
+        if self.start_step >= train.max_steps:
+            distributed.print0(f"checkpoint: step {self.start_step} already reached train.max_steps={train.max_steps}; "
+                               "nothing to train (raise train.max_steps, or checkpoint.resume=never to start over)")
+        epoch, step_in_epoch = data_position(self.position, layout.global_batch, self.steps_per_epoch)
         batches = train_batches(
-            self.train_data, self.layout, cfg.seed,
-            start_epoch=self.start_step // self.steps_per_epoch,
-            start_step_in_epoch=self.start_step % self.steps_per_epoch,
+            self.train_data, layout, cfg.seed, start_epoch=epoch, start_step_in_epoch=step_in_epoch,
             num_workers=cfg.data.num_workers,
         )
+        every, stop_after = cfg.checkpoint.every, test_hooks.stop_after_step()
         strategy.model.train()
         peak = peak_flops(self.device, cfg.tracking.peak_tflops)
         meter = Throughput(self.layout.global_batch, self.env.world_size, self.device, recipe, peak)
         self.trackers.begin(self.start_step)
         for step in range(self.start_step + 1, train.max_steps + 1):  # `step` counts optimizer steps, from 1
             wait_start = time.perf_counter()
-            epoch, _, micro_batches = next(batches)
+            epoch, step_in_epoch, micro_batches = next(batches)
             meter.data_wait_s += time.perf_counter() - wait_start
             step_loss = torch.zeros((), device=self.device)
             for i, batch in enumerate(micro_batches):
+                self.kill_point.reached(f"micro{i}", step)
                 meter.add_tokens(batch)
                 batch = to_device(batch, self.device)
                 with strategy.micro_step(is_last=i == accum - 1):
@@ -132,11 +159,24 @@ class Trainer:
                     # gradient of the mean over the rank's samples; the strategy then averages over ranks.
                     strategy.backward(loss / accum)
                 step_loss += loss.detach().float()
-            grad_norm = strategy.step()
+            grad_norm = None
+            if train.on_nan == "skip":
+                # The one per-step host sync of this policy: every rank must take the same branch before the
+                # optimizer step, so a tiny all-reduce of "was my loss finite" is read each step.
+                if distributed.any_across_ranks(not bool(torch.isfinite(step_loss)), self.device):
+                    strategy.skip_step()
+                    distributed.print0(f"step {step}: non-finite loss on some rank; optimizer step skipped")
+                else:
+                    grad_norm = strategy.step()
+            else:
+                self.unchecked_losses.append((step, step_loss))  # `stop`: checked at the next log/save step
+                grad_norm = strategy.step()
             meter.steps += 1
+            self.position = (epoch, (step_in_epoch + 1) * layout.global_batch)
 
             if step % train.log_every == 0 or step == train.max_steps:
-                # The only host sync of a step, and only on log steps: .item() waits for the device.
+                self.raise_if_diverged()
+                # Host syncs (.item() waits for the device) happen only on log steps, here and just above.
                 loss_value = distributed.mean_across_ranks(step_loss / accum).item()
                 metrics = {"loss": loss_value, "lr": strategy.lr, "epoch": epoch, **meter.collect()}
                 if grad_norm is not None:
@@ -149,8 +189,51 @@ class Trainer:
                 self.trackers.log({f"eval/{k}": v for k, v in result.eval.items()}, step)
                 meter.restart()  # keep eval time out of the throughput figures
             result.steps = step
+            if step == train.max_steps or step == stop_after:
+                self.save_checkpoint(step)
+                break
+            if every and step % every == 0:
+                self.save_checkpoint(step, blocking=False)
+                meter.restart()  # keep the save out of the throughput figures
+        self.checkpointer.wait()
         self.trackers.close()
         return result
+
+    def save_checkpoint(self, step: int, blocking: bool = True) -> None:
+        """Checkpoint the state after optimizer step `step`. Call on every rank at a step boundary (the loop does;
+        so can a preemption handler). Blocking: returns once the checkpoint is committed; otherwise, with
+        checkpoint.async, once the state is copied and the write goes on in the background."""
+        self.raise_if_diverged()  # never a checkpoint of a diverged state
+        epoch, samples_in_epoch = self.position
+        client_state = {"step": step, "epoch": epoch, "samples_in_epoch": samples_in_epoch,
+                        "global_batch": self.layout.global_batch, "tracking_run_id": self.tracking_run_id}
+        manifest = Manifest(
+            step=step, recipe=self.config.recipe, model=self.model_signature, world_size=self.env.world_size,
+            batch_size=self.layout.batch_size, grad_accum=self.layout.grad_accum,
+            global_batch=self.layout.global_batch, strategy=self.strategy.name, config=resolved_dict(self.config),
+        )
+        self.checkpointer.save(step, self.strategy, client_state, manifest, blocking=blocking)
+        if blocking:
+            self.checkpointer.wait()
+
+    def raise_if_diverged(self) -> None:
+        """train.on_nan=stop: end the run on every rank alike if any rank saw a non-finite loss."""
+        if self.config.train.on_nan != "stop":
+            return
+        first_bad = torch.full((), math.inf, dtype=torch.float64, device=self.device)
+        if self.unchecked_losses:
+            steps = torch.tensor([s for s, _ in self.unchecked_losses], dtype=torch.float64, device=self.device)
+            finite = torch.isfinite(torch.stack([loss for _, loss in self.unchecked_losses]))
+            first_bad = torch.where(finite, first_bad, steps).min()
+            self.unchecked_losses.clear()
+        bad = distributed.all_reduce_(first_bad, dist.ReduceOp.MIN).item()
+        if math.isfinite(bad):
+            done = self.checkpointer.complete()
+            raise RunError(
+                f"train.on_nan=stop: the loss was not finite (nan/inf) at step {int(bad)}; stopped without saving "
+                f"that state (last checkpoint: {done[-1] if done else 'none'}). Lower optimizer.lr, enable "
+                "train.clip_grad_norm, or set train.on_nan=skip"
+            )
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:

@@ -33,6 +33,9 @@ class TrainConfig:
     eval_every: int = positive(200)
     eval_batch_size: Optional[int] = positive(None)  # default: train.batch_size
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # A non-finite loss: `stop` ends the run with an error naming the step (no checkpoint of the bad state is
+    # written); `skip` drops that optimizer step on every rank and logs it.
+    on_nan: Literal["stop", "skip"] = "stop"
 
 
 @dataclass
@@ -75,6 +78,12 @@ class TrackingConfig:
     tensorboard: bool = False  # event files under run_dir/tensorboard
     # Peak dense bf16 TFLOP/s of one GPU for the MFU figure; null: looked up from the GPU's name (H100, A100, ...).
     peak_tflops: Optional[float] = positive(None)
+class CheckpointConfig:
+    every: Optional[int] = positive(None)  # save every N optimizer steps; null: only at the end of the run
+    keep: Optional[int] = positive(3)  # newest complete checkpoints kept; null: keep all
+    resume: str = "auto"  # auto (newest complete one in run_dir), never, or the path of a step_<N> folder
+    # YAML key `async` (a Python keyword): write in a background thread while training goes on.
+    async_save: bool = field(default=False, metadata={"key": "async"})
 
 
 @dataclass
@@ -88,6 +97,7 @@ class Config:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     data: DataConfig = field(default_factory=DataConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     # The recipe's own sections (e.g. "model"), each an instance of the dataclass the recipe declares.
     sections: dict[str, Any] = field(default_factory=dict)
 

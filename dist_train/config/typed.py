@@ -1,7 +1,7 @@
 """Turn plain YAML values into typed dataclasses, reporting every mistake with its dotted key.
 
 Supports the types the config uses: bool, int, float, str, Optional[...], Literal[...], list[...], dict and nested
-dataclasses. Field metadata `gt`/`ge` are bounds. Unknown keys are refused with the closest valid key suggested.
+dataclasses. Field metadata `gt`/`ge` are bounds; `key` is the YAML key of a field whose name cannot be it (`async`). Unknown keys are refused with the closest valid key suggested.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def build(cls, data: Any, key: str):
     if not isinstance(data, dict):
         raise UsageError(f"{key}: expected a mapping of {cls.__name__} keys, got {data!r}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {yaml_key(f): f for f in dataclasses.fields(cls) if f.init}
     for name in data:
         if name not in fields:
             raise UsageError(
@@ -34,10 +34,14 @@ def build(cls, data: Any, key: str):
         if name not in data:
             continue
         path = _join(key, name)
-        value = coerce(data[name], hints[name], path)
+        value = coerce(data[name], hints[f.name], path)
         check_bounds(value, f.metadata, path)
-        values[name] = value
+        values[f.name] = value
     return cls(**values)
+
+
+def yaml_key(f: dataclasses.Field) -> str:
+    return f.metadata.get("key", f.name)
 
 
 def coerce(value: Any, tp: Any, key: str) -> Any:
@@ -106,7 +110,7 @@ def check_bounds(value: Any, metadata, key: str) -> None:
 def to_dict(obj: Any) -> Any:
     """Plain YAML-ready data from a dataclass tree."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {yaml_key(f): to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, dict):
         return {k: to_dict(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

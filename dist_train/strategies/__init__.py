@@ -20,8 +20,10 @@ def resolve_name(name: str, env: DistEnv) -> str:
     return name
 
 
-def build_strategy(config, env: DistEnv, device):
-    name = resolve_name(config.strategy, env)
+def strategy_class(name: str):
     module_name, _, class_name = STRATEGIES[name].partition(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    return cls(config, env, device)
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def build_strategy(config, env: DistEnv, device):
+    return strategy_class(resolve_name(config.strategy, env))(config, env, device)

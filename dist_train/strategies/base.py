@@ -4,12 +4,20 @@ The loop calls, per optimizer step: `micro_step(is_last)` around each micro-batc
 around the forward, `backward(loss)`, then `step()` once (unscale, clip, optimizer, schedule, zero grads). It never
 asks which strategy it has. `TorchStrategy` implements that for strategies built on a plain torch optimizer
 (single, ddp, fsdp); DeepSpeed's engine owns those steps itself and implements the interface directly.
+
+Checkpoints: `save_checkpoint(directory, client_state)` writes this strategy's state into a folder that
+dist_train.checkpoint then commits atomically, and `load_checkpoint(directory)` restores it and returns the
+client state. TorchStrategy does it with torch.distributed.checkpoint (DCP) for plain, DDP and FSDP2 models alike:
+each rank writes its own shard and a checkpoint loads on another world size (DCP reshards).
 """
 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from abc import ABC, abstractmethod
+from concurrent.futures import Future
+from pathlib import Path
 from typing import ContextManager
 
 import torch
@@ -57,6 +65,33 @@ class Strategy(ABC):
     @abstractmethod
     def step(self) -> torch.Tensor | None:
         """Finish the optimizer step; returns the pre-clip global gradient norm when clipping is on."""
+
+    def skip_step(self) -> None:
+        """Drop this step's gradients without updating (train.on_nan: skip); the schedule still advances so the
+        learning rate stays a function of the step number."""
+        raise UsageError(f"train.on_nan: skip is not supported by strategy {self.name}; use stop")
+
+    @abstractmethod
+    def save_checkpoint(self, directory: Path, client_state: dict) -> None:
+        """Write model, optimizer, schedule and scaler state plus `client_state` (plain data) into `directory`;
+        called on every rank, the folder is shared."""
+
+    @abstractmethod
+    def load_checkpoint(self, directory: Path) -> dict:
+        """Restore what save_checkpoint wrote (possibly by another world size) and return its client_state."""
+
+    def async_save_checkpoint(self, directory: Path, client_state: dict, process_group) -> Future:
+        """Start a save and return a future that completes once every file is written. By default the save is
+        synchronous and the future already done."""
+        self.save_checkpoint(directory, client_state)
+        done: Future = Future()
+        done.set_result(None)
+        return done
+
+    @classmethod
+    def load_consolidated(cls, directory: Path, model: nn.Module) -> None:
+        """Load a checkpoint's weights into a plain, unwrapped `model` in one process (for export)."""
+        raise NotImplementedError
 
     @property
     def lr(self) -> float:
@@ -114,6 +149,98 @@ class TorchStrategy(Strategy):
         self.optimizer.zero_grad(set_to_none=True)
         return norm
 
+    def skip_step(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+
+    # ---------------------------------------------------------------- checkpoints (DCP)
+
+    TRAINER_STATE = "trainer_state.pt"
+
+    def _dcp_state(self) -> dict:
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        # get_state_dict gives the same keys (unwrapped names, full or sharded tensors) for a plain, DDP or FSDP2
+        # model, which is what lets a checkpoint load under another strategy or world size.
+        model_state, optim_state = get_state_dict(self.model, self.optimizer)
+        return {"model": model_state, "optimizer": optim_state}
+
+    def _save_trainer_state(self, directory: Path, client_state: dict) -> None:
+        # Schedule and scaler are tiny and the same on every rank: rank 0 writes them with the client state.
+        if self.env.is_main:
+            state = {"client_state": client_state, "scheduler": self.scheduler.state_dict(),
+                     "scaler": self.scaler.state_dict() if self.scaler else None}
+            torch.save(state, directory / self.TRAINER_STATE)
+
+    def save_checkpoint(self, directory: Path, client_state: dict) -> None:
+        import torch.distributed.checkpoint as dcp
+
+        with _single_process_quiet():
+            dcp.save(self._dcp_state(), checkpoint_id=directory, no_dist=not _distributed())
+        self._save_trainer_state(directory, client_state)
+
+    def async_save_checkpoint(self, directory: Path, client_state: dict, process_group) -> Future:
+        import torch.distributed.checkpoint as dcp
+
+        self._save_trainer_state(directory, client_state)
+        # async_save copies the state to CPU memory before returning, so training may change the parameters at once.
+        return dcp.async_save(self._dcp_state(), checkpoint_id=directory, process_group=process_group,
+                              no_dist=not _distributed())
+
+    def load_checkpoint(self, directory: Path) -> dict:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import set_state_dict
+
+        state = self._dcp_state()
+        with _single_process_quiet():
+            dcp.load(state, checkpoint_id=directory, planner=weights_only_load_planner(), no_dist=not _distributed())
+        set_state_dict(self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+        extra = torch.load(directory / self.TRAINER_STATE, weights_only=True, map_location="cpu")
+        self.scheduler.load_state_dict(extra["scheduler"])
+        if self.scaler and extra["scaler"]:
+            self.scaler.load_state_dict(extra["scaler"])
+        return extra["client_state"]
+
+    @classmethod
+    def load_consolidated(cls, directory: Path, model: nn.Module) -> None:
+        import torch.distributed.checkpoint as dcp
+
+        state = {"model": model.state_dict()}
+        # no_dist: one process reads every rank's shard and assembles full tensors.
+        with _single_process_quiet():
+            dcp.load(state, checkpoint_id=directory, planner=weights_only_load_planner(), no_dist=True)
+        model.load_state_dict(state["model"])
+
     def teardown(self) -> None:
         self.scaler = None
         super().teardown()
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+@contextlib.contextmanager
+def _single_process_quiet():
+    """DCP warns that it assumes one process even when told so (no_dist=True); that is the intent here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield
+
+
+def weights_only_load_planner():
+    """DCP's default load planner, except that non-tensor entries (optimizer hyper-parameters, ...) are read with
+    `torch.load(weights_only=True)`: the default unpickles them with weights_only=False, which would run whatever
+    code a tampered checkpoint holds."""
+    from torch.distributed.checkpoint import DefaultLoadPlanner
+    from torch.distributed.checkpoint._traverse import set_element
+
+    class WeightsOnlyLoadPlanner(DefaultLoadPlanner):
+        def load_bytes(self, read_item, value) -> None:
+            obj = torch.load(value, weights_only=True)
+            if self.flatten_state_dict:
+                set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], obj)
+            else:
+                self.state_dict[read_item.dest_index.fqn] = obj
+
+    return WeightsOnlyLoadPlanner()

@@ -2,7 +2,9 @@
 
 Also the reader that `dist-train plot` and `dist-train summary` share: it turns the file back into per-key series
 and tolerates the one torn line a killed job can leave at the end.
-"""
+
+A resumed run continues the file: records after the resumed step (logged after that checkpoint, before the
+interruption) are dropped, since the resumed run logs those steps again, and a last line cut by a crash goes too."""
 
 from __future__ import annotations
 
@@ -15,8 +17,15 @@ from dist_train.tracking import Tracker
 
 
 class JsonlTracker(Tracker):
-    def __init__(self, path: Path):
-        self.file = open(path, "w", encoding="utf-8")
+    def __init__(self, path: Path, resume_step: int | None = None):
+        if resume_step is not None and path.is_file():
+            kept = [r for r in _records(path) if r.get("step", 0) <= resume_step]
+            part = path.with_name(path.name + ".part")
+            part.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+            part.replace(path)
+            self.file = open(path, "a", encoding="utf-8")
+        else:
+            self.file = open(path, "w", encoding="utf-8")
 
     def log(self, metrics, step):
         record = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
@@ -73,3 +82,12 @@ def series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
             by_step[r["step"]] = float(v)
     steps = sorted(by_step)
     return steps, [by_step[s] for s in steps]
+def _records(path: Path) -> list[dict]:
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                break  # a line cut short by a crash: it and anything after it are not trusted
+    return records

@@ -12,9 +12,12 @@ from dist_train.tracking.console import ConsoleTracker
 from dist_train.tracking.jsonl import JsonlTracker
 
 
-def open_trackers(config: Config, run_dir: Path, run_id: str | None) -> tuple[Trackers, str | None]:
+def open_trackers(
+    config: Config, run_dir: Path, run_id: str | None, resume_step: int | None = None
+) -> tuple[Trackers, str | None]:
     """(trackers, W&B run id). `run_id` is the id restored from a checkpoint, if any; without one, the id an earlier
-    process stored in run_dir is used, so a restarted job logs into the same W&B run."""
+    process stored in run_dir is used, so a restarted job logs into the same W&B run. `resume_step`: the step a
+    resumed run continues from (metrics.jsonl keeps the records up to it and appends)."""
     wandb_cfg = config.tracking.wandb
     use_wandb = wandb_cfg is not None and wandb_cfg.mode != "disabled"
     if use_wandb:
@@ -33,7 +36,8 @@ def open_trackers(config: Config, run_dir: Path, run_id: str | None) -> tuple[Tr
             if tracker.run_id:
                 run_id = tracker.run_id
                 wandb_sink.write_run_id(run_dir, run_id)
-        sinks += [JsonlTracker(run_dir / "metrics.jsonl"), ConsoleTracker(config.train.max_steps)]
+        sinks += [JsonlTracker(run_dir / "metrics.jsonl", resume_step=resume_step),
+                  ConsoleTracker(config.train.max_steps)]
     except BaseException:
         for sink in sinks:
             sink.close()
