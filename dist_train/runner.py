@@ -75,7 +75,7 @@ class Trainer:
                 f"{env.world_size} = {self.layout.global_batch} exceeds the {len(self.train_data)} training samples; "
                 "lower train.batch_size or grad_accum, or use fewer processes"
             )
-        self.strategy.setup(self.recipe.build_model())
+        self.strategy.setup(self.recipe.build_model(), self.recipe)
         # From here on randomness (dropout, augmentation) must differ between ranks, or every rank would draw the
         # same masks for different samples.
         seed_everything(config.seed + 1000 * (env.rank + 1))
@@ -100,7 +100,7 @@ class Trainer:
             f"recipe {cfg.recipe} | strategy {strategy.describe()} | world size {self.env.world_size} | "
             f"device {self.device.type} | global batch {train.batch_size} x {accum} x {self.env.world_size} = "
             f"{self.layout.global_batch} | {self.steps_per_epoch} steps/epoch | "
-            f"{sum(p.numel() for p in strategy.unwrapped_model.parameters()):,} parameters"
+            f"{strategy.num_parameters():,} parameters"
         )
         result = RunResult(steps=self.start_step)
         batches = train_batches(

@@ -33,6 +33,7 @@ class TrainConfig:
     eval_every: int = positive(200)
     eval_batch_size: Optional[int] = positive(None)  # default: train.batch_size
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = False  # torch.compile the model (each FSDP unit under fsdp)
 
 
 @dataclass
@@ -59,15 +60,31 @@ class DataConfig:
 
 
 @dataclass
+class FSDPConfig:
+    activation_checkpointing: bool = False  # recompute each unit's activations in backward instead of storing them
+
+
+@dataclass
+class DeepSpeedConfig:
+    zero_stage: Literal[0, 1, 2, 3] = 1
+    offload_optimizer: bool = False  # optimizer state (and its step) on the CPU
+    # Extra DeepSpeed config keys, merged into the generated config. Keys generated from our own config (batch
+    # sizes, accumulation, precision, clipping, optimizer, scheduler, zero stage, offload) are refused here.
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class Config:
     recipe: str = "fashion_mnist_mlp"
-    strategy: Literal["auto", "single", "ddp"] = "auto"
+    strategy: Literal["auto", "single", "ddp", "fsdp", "deepspeed"] = "auto"
     seed: int = non_negative(0)
     run_dir: str = "runs/default"
     train: TrainConfig = field(default_factory=TrainConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    fsdp: FSDPConfig = field(default_factory=FSDPConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     # The recipe's own sections (e.g. "model"), each an instance of the dataclass the recipe declares.
     sections: dict[str, Any] = field(default_factory=dict)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from typing import ContextManager
+from typing import TYPE_CHECKING, ContextManager
 
 import torch
 from torch import nn
@@ -19,6 +19,9 @@ from dist_train.cluster import DistEnv
 from dist_train.config.schema import Config
 from dist_train.errors import UsageError
 from dist_train.optim import build_optimizer, build_scheduler
+
+if TYPE_CHECKING:
+    from dist_train.recipe import Recipe
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -41,8 +44,9 @@ class Strategy(ABC):
             )
 
     @abstractmethod
-    def setup(self, model: nn.Module) -> None:
-        """Move/wrap `model`, build optimizer and schedule; set self.model/optimizer/scheduler."""
+    def setup(self, model: nn.Module, recipe: Recipe) -> None:
+        """Move/wrap `model`, build optimizer and schedule; set self.model/optimizer/scheduler. `recipe` is
+        there for its strategy hooks (e.g. `fsdp_units`)."""
 
     def micro_step(self, is_last: bool) -> ContextManager:
         """Context for one micro-batch's forward and backward; gradients are synchronised only when is_last."""
@@ -66,6 +70,9 @@ class Strategy(ABC):
     def unwrapped_model(self) -> nn.Module:
         return self.model
 
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.unwrapped_model.parameters())
+
     def describe(self) -> str:
         return self.name
 
@@ -77,7 +84,7 @@ class Strategy(ABC):
 class TorchStrategy(Strategy):
     """A torch optimizer + LambdaLR schedule + (for fp16) a GradScaler around whatever wrapper `wrap` applies."""
 
-    def setup(self, model: nn.Module) -> None:
+    def setup(self, model: nn.Module, recipe: Recipe) -> None:
         self.model = self.wrap(model.to(self.device))
         self.optimizer = build_optimizer(self.model.parameters(), self.config.optimizer)
         self.scheduler = build_scheduler(self.optimizer, self.config.scheduler, self.config.train.max_steps)
