@@ -9,8 +9,10 @@ parameters plus the shards. The root is sharded last and owns whatever parameter
 - Accumulation: on non-final micro-steps gradients are neither reduce-scattered (`set_requires_gradient_sync`)
   nor are parameters resharded after backward (the next micro-step's forward would all-gather them again).
 - Clipping: gradients are DTensor shards; the norm must be the norm of the *whole* gradient, i.e. the local
-  norms combined across ranks. `get_total_norm` on DTensors gives a partial-norm DTensor; `full_tensor()` does
-  that reduction. Clipping each rank by its own shard's norm (the known trap) would scale ranks differently.
+  norms combined across ranks. `get_total_norm` on the DTensor grads does that reduction (torch 2.13 returns a
+  replicated DTensor; older releases a partial one, which `full_tensor()` reduces). Computing it from the local
+  shards (`grad.to_local()`, the known trap) would clip each rank by a different factor: the equivalence test
+  catches that (its losses drift from ddp's by ~1e-2 relative within 10 steps).
 - One process: nothing to shard. The run goes on unsharded (same config from a laptop to a cluster, as ddp does),
   with autocast for bf16, and still applies activation checkpointing and compile; `describe()` says so in the
   start-up line.
@@ -85,6 +87,6 @@ class FSDPStrategy(TorchStrategy):
         params = [p for p in self.model.parameters() if p.grad is not None]
         norm = torch.nn.utils.get_total_norm([p.grad for p in params])
         if isinstance(norm, DTensor):
-            norm = norm.full_tensor()  # sum of squared shard norms over ranks: the whole gradient's norm
+            norm = norm.full_tensor()  # the whole gradient's norm, on every rank
         torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
         return norm
