@@ -52,8 +52,13 @@ class Strategy(ABC):
         """Context for one micro-batch's forward and backward; gradients are synchronised only when is_last."""
         return contextlib.nullcontext()
 
-    @abstractmethod
-    def autocast(self) -> ContextManager: ...
+    def autocast(self) -> ContextManager:
+        """Context for the forward: autocast to train.precision (a strategy that casts parameters itself, as FSDP's
+        mixed-precision policy does, returns a null context)."""
+        precision = self.config.train.precision
+        if precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=DTYPES[precision])
 
     @abstractmethod
     def backward(self, loss: torch.Tensor) -> None: ...
@@ -93,12 +98,6 @@ class TorchStrategy(Strategy):
 
     def wrap(self, model: nn.Module) -> nn.Module:
         return model
-
-    def autocast(self) -> ContextManager:
-        precision = self.config.train.precision
-        if precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=DTYPES[precision])
 
     def backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler else loss).backward()

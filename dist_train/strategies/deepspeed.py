@@ -18,11 +18,9 @@ process there is no group; DeepSpeed needs one, so a one-rank gloo group is crea
 
 from __future__ import annotations
 
-import contextlib
 import os
 import warnings
 from pathlib import Path
-from typing import ContextManager
 
 import torch
 import torch.distributed as dist
@@ -31,7 +29,7 @@ from torch import nn
 from dist_train.errors import UsageError
 from dist_train.optim import build_optimizer, build_scheduler
 from dist_train.recipe import Recipe
-from dist_train.strategies.base import DTYPES, Strategy
+from dist_train.strategies.base import Strategy
 from dist_train.strategies.transforms import apply_compile
 
 INSTALL = "DS_BUILD_OPS=0 pip install --no-build-isolation -c launch/constraints-cpu.txt 'dist-train[deepspeed]'"
@@ -65,6 +63,9 @@ def import_deepspeed():
 
 
 def check_passthrough(extra: dict) -> None:
+    zero = extra.get("zero_optimization", {})
+    if not isinstance(zero, dict):
+        raise UsageError(f"deepspeed.config.zero_optimization: expected a mapping of ZeRO keys, got {zero!r}")
     for key, ours in GENERATED.items():
         section, _, sub = key.partition(".")
         node = extra.get(section)
@@ -128,13 +129,8 @@ class DeepSpeedStrategy(Strategy):
             config=deepspeed_config(self.config, self.env.world_size),
         )
 
-    def autocast(self) -> ContextManager:
-        # With bf16 DeepSpeed holds the module in bf16 (fp32 master weights in its optimizer) but leaves inputs
-        # alone; autocast casts them and keeps loss-type ops (mse, cross-entropy) in fp32.
-        precision = self.config.train.precision
-        if precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=DTYPES[precision])
+    # autocast: the base class's. With bf16 DeepSpeed holds the module in bf16 (fp32 master weights in its
+    # optimizer) but leaves inputs alone; autocast casts them and keeps loss-type ops (mse, cross-entropy) in fp32.
 
     def backward(self, loss: torch.Tensor) -> None:
         self.model.backward(loss, scale_wrt_gas=False)  # the loop already divided by grad_accum

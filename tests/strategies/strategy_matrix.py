@@ -21,6 +21,8 @@ VARIANTS = {
     "plain": [],
     "accum2_clip": ["train.grad_accum=2", f"train.clip_grad_norm={CLIP}"],
 }
-EXTRA = {  # name -> (variant it must match, overrides)
+EXTRA = {  # name -> (variant whose ddp run it must match, overrides)
     "fsdp_ac_compile": ("accum2_clip", ["strategy=fsdp", "fsdp.activation_checkpointing=true", "train.compile=true"]),
+    "zero2_offload": ("accum2_clip",
+                      ["strategy=deepspeed", "deepspeed.zero_stage=2", "deepspeed.offload_optimizer=true"]),
 }

@@ -29,7 +29,8 @@ def test_config_is_generated_from_ours_and_passes_extra_keys_through():
         "deepspeed.config={zero_optimization: {overlap_comm: true}, wall_clock_breakdown: true}",
     ])
     ds = deepspeed_config(config, world_size=4)
-    assert (ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"], ds["train_batch_size"]) == (8, 3, 96)
+    batch = (ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"], ds["train_batch_size"])
+    assert batch == (8, 3, 96)
     assert ds["bf16"] == {"enabled": True} and ds["fp16"] == {"enabled": False}
     assert ds["gradient_clipping"] == 0.5
     assert ds["zero_optimization"] == {"overlap_comm": True, "stage": 2, "offload_optimizer": {"device": "cpu"}}
@@ -45,6 +46,11 @@ def test_config_is_generated_from_ours_and_passes_extra_keys_through():
 def test_a_key_we_generate_is_refused_in_passthrough(extra, key, ours):
     with pytest.raises(UsageError, match=rf"deepspeed\.config\.{key}: generated from {ours}; set it there"):
         check_passthrough(extra)
+
+
+def test_passthrough_zero_section_must_be_a_mapping():
+    with pytest.raises(UsageError, match=r"deepspeed\.config\.zero_optimization: expected a mapping"):
+        check_passthrough({"zero_optimization": 2})
 
 
 def assert_usage_error(result, *fragments) -> str:
