@@ -43,8 +43,9 @@ def test_clipping_is_active_and_by_the_global_norm(equivalence_runs, strategy):
 
 @pytest.mark.parametrize("name", list(EXTRA))
 def test_options_change_nothing_numerically(equivalence_runs, name):
-    """fsdp with activation checkpointing and compile; ZeRO-2 with the optimizer offloaded to the CPU."""
+    """fsdp with activation checkpointing and compile; ddp compiled; ZeRO-2 with optimizer state offloaded."""
     variant, _ = EXTRA[name]
     run_dir = equivalence_runs / variant / name
     assert_close_losses(train_losses(run_dir), train_losses(equivalence_runs / variant / "ddp"), rel=REL)
-    assert_close_losses(grad_norms(run_dir), grad_norms(equivalence_runs / variant / "ddp"), rel=REL)
+    if VARIANTS[variant]:  # the clipping variant logs gradient norms
+        assert_close_losses(grad_norms(run_dir), grad_norms(equivalence_runs / variant / "ddp"), rel=REL)
