@@ -16,6 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dist-train",
         description="Train a recipe from one CPU process to a multi-node cluster with one config.",
     )
+    # The `deepspeed` launcher passes --local_rank=N before the subcommand; LOCAL_RANK in the environment has it too.
+    parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a run from a YAML config plus key=value overrides")

@@ -64,6 +64,12 @@ class Recipe:
         Dense layers: about 6 x parameters x tokens per sample (2 per multiply-add forward, twice that backward)."""
         return None
 
+    def fsdp_units(self, model: nn.Module) -> list[nn.Module]:
+        """The blocks FSDP shards (and checkpoints/compiles) one by one: one all-gather each, so a unit's full
+        parameters exist only while it runs. Default: each top-level child that has parameters. A transformer
+        recipe returns its blocks, e.g. `list(model.layers)`."""
+        return [child for child in model.children() if any(True for _ in child.parameters())]
+
 
 def resolve_recipe(name: str, base_dir: Path | None = None) -> type[Recipe]:
     if ":" in name:

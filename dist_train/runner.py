@@ -87,7 +87,7 @@ class Trainer:
             )
         model = self.recipe.build_model()
         self.model_signature = model_signature(model)
-        self.strategy.setup(model)
+        self.strategy.setup(model, self.recipe)
         # From here on randomness (dropout, augmentation) must differ between ranks, or every rank would draw the
         # same masks for different samples.
         seed_everything(config.seed + 1000 * (env.rank + 1))
@@ -127,7 +127,7 @@ class Trainer:
             f"recipe {cfg.recipe} | strategy {strategy.describe()} | world size {self.env.world_size} | "
             f"device {self.device.type} | global batch {train.batch_size} x {accum} x {self.env.world_size} = "
             f"{layout.global_batch} | {self.steps_per_epoch} steps/epoch | "
-            f"{sum(p.numel() for p in strategy.unwrapped_model.parameters()):,} parameters"
+            f"{strategy.num_parameters():,} parameters"
         )
         result = RunResult(steps=self.start_step)
         if self.start_step >= train.max_steps:

@@ -64,6 +64,18 @@ def run_torchrun(nproc: int, *args, timeout: float = 300, check: bool = True, to
     return _run(cmd, timeout, check, env_extra)
 
 
+def run_torchrun_script(nproc: int, script, *args, timeout: float = 300, check: bool = True, **env_extra):
+    """`torchrun --standalone --nproc-per-node N SCRIPT ARGS`: a test's own worker under the real launcher."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           str(script), *map(str, args)]
+    return _run(cmd, timeout, check, env_extra)
+
+
+def run_command(cmd, timeout: float = 300, check: bool = True, **env_extra) -> subprocess.CompletedProcess:
+    """Any command (e.g. another launcher) in the repo root with the test environment."""
+    return _run([str(c) for c in cmd], timeout, check, env_extra)
+
+
 def _run(cmd, timeout, check, env_extra) -> subprocess.CompletedProcess:
     result = subprocess.run(cmd, cwd=REPO, env=env(**env_extra), capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:

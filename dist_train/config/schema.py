@@ -36,6 +36,7 @@ class TrainConfig:
     # A non-finite loss: `stop` ends the run with an error naming the step (no checkpoint of the bad state is
     # written); `skip` drops that optimizer step on every rank and logs it.
     on_nan: Literal["stop", "skip"] = "stop"
+    compile: bool = False  # torch.compile the model (each FSDP unit under fsdp)
 
 
 @dataclass
@@ -78,6 +79,9 @@ class TrackingConfig:
     tensorboard: bool = False  # event files under run_dir/tensorboard
     # Peak dense bf16 TFLOP/s of one GPU for the MFU figure; null: looked up from the GPU's name (H100, A100, ...).
     peak_tflops: Optional[float] = positive(None)
+
+
+@dataclass
 class CheckpointConfig:
     every: Optional[int] = positive(None)  # save every N optimizer steps; null: only at the end of the run
     keep: Optional[int] = positive(3)  # newest complete checkpoints kept; null: keep all
@@ -87,9 +91,23 @@ class CheckpointConfig:
 
 
 @dataclass
+class FSDPConfig:
+    activation_checkpointing: bool = False  # recompute each unit's activations in backward instead of storing them
+
+
+@dataclass
+class DeepSpeedConfig:
+    zero_stage: Literal[0, 1, 2, 3] = 1
+    offload_optimizer: bool = False  # optimizer state (and its step) on the CPU
+    # Extra DeepSpeed config keys, merged into the generated config. Keys generated from our own config (batch
+    # sizes, accumulation, precision, clipping, optimizer, scheduler, zero stage, offload) are refused here.
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class Config:
     recipe: str = "fashion_mnist_mlp"
-    strategy: Literal["auto", "single", "ddp"] = "auto"
+    strategy: Literal["auto", "single", "ddp", "fsdp", "deepspeed"] = "auto"
     seed: int = non_negative(0)
     run_dir: str = "runs/default"
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -98,6 +116,8 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    fsdp: FSDPConfig = field(default_factory=FSDPConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     # The recipe's own sections (e.g. "model"), each an instance of the dataclass the recipe declares.
     sections: dict[str, Any] = field(default_factory=dict)
 

@@ -9,6 +9,8 @@ from dist_train.cluster import DistEnv
 STRATEGIES = {
     "single": "dist_train.strategies.single:SingleStrategy",
     "ddp": "dist_train.strategies.ddp:DDPStrategy",
+    "fsdp": "dist_train.strategies.fsdp:FSDPStrategy",
+    "deepspeed": "dist_train.strategies.deepspeed:DeepSpeedStrategy",
 }
 
 

@@ -18,7 +18,7 @@ import warnings
 from abc import ABC, abstractmethod
 from concurrent.futures import Future
 from pathlib import Path
-from typing import ContextManager
+from typing import TYPE_CHECKING, ContextManager
 
 import torch
 from torch import nn
@@ -27,6 +27,9 @@ from dist_train.cluster import DistEnv
 from dist_train.config.schema import Config
 from dist_train.errors import UsageError
 from dist_train.optim import build_optimizer, build_scheduler
+
+if TYPE_CHECKING:
+    from dist_train.recipe import Recipe
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -49,15 +52,21 @@ class Strategy(ABC):
             )
 
     @abstractmethod
-    def setup(self, model: nn.Module) -> None:
-        """Move/wrap `model`, build optimizer and schedule; set self.model/optimizer/scheduler."""
+    def setup(self, model: nn.Module, recipe: Recipe) -> None:
+        """Move/wrap `model`, build optimizer and schedule; set self.model/optimizer/scheduler. `recipe` is
+        there for its strategy hooks (e.g. `fsdp_units`)."""
 
     def micro_step(self, is_last: bool) -> ContextManager:
         """Context for one micro-batch's forward and backward; gradients are synchronised only when is_last."""
         return contextlib.nullcontext()
 
-    @abstractmethod
-    def autocast(self) -> ContextManager: ...
+    def autocast(self) -> ContextManager:
+        """Context for the forward: autocast to train.precision (a strategy that casts parameters itself, as FSDP's
+        mixed-precision policy does, returns a null context)."""
+        precision = self.config.train.precision
+        if precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=DTYPES[precision])
 
     @abstractmethod
     def backward(self, loss: torch.Tensor) -> None: ...
@@ -101,6 +110,9 @@ class Strategy(ABC):
     def unwrapped_model(self) -> nn.Module:
         return self.model
 
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.unwrapped_model.parameters())
+
     def describe(self) -> str:
         return self.name
 
@@ -112,7 +124,7 @@ class Strategy(ABC):
 class TorchStrategy(Strategy):
     """A torch optimizer + LambdaLR schedule + (for fp16) a GradScaler around whatever wrapper `wrap` applies."""
 
-    def setup(self, model: nn.Module) -> None:
+    def setup(self, model: nn.Module, recipe: Recipe) -> None:
         self.model = self.wrap(model.to(self.device))
         self.optimizer = build_optimizer(self.model.parameters(), self.config.optimizer)
         self.scheduler = build_scheduler(self.optimizer, self.config.scheduler, self.config.train.max_steps)
@@ -121,12 +133,6 @@ class TorchStrategy(Strategy):
 
     def wrap(self, model: nn.Module) -> nn.Module:
         return model
-
-    def autocast(self) -> ContextManager:
-        precision = self.config.train.precision
-        if precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=DTYPES[precision])
 
     def backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler else loss).backward()

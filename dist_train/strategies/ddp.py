@@ -12,12 +12,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from dist_train.strategies.base import TorchStrategy
+from dist_train.strategies.transforms import apply_compile
 
 
 class DDPStrategy(TorchStrategy):
     name = "ddp"
 
     def wrap(self, model: nn.Module) -> nn.Module:
+        if self.config.train.compile:
+            apply_compile([model])  # before wrapping, as for fsdp (see transforms.py)
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=device_ids)
 
