@@ -160,6 +160,23 @@ class DeepSpeedStrategy(Strategy):
             raise UsageError(f"checkpoint: no DeepSpeed checkpoint in '{directory / CHECKPOINT_TAG}'")
         return client_state
 
+    @classmethod
+    def load_consolidated(cls, directory: Path, model: nn.Module) -> None:
+        """Full fp32 weights in one process, for export. ZeRO 1-3 shard parameters/optimizer state across ranks:
+        DeepSpeed's own zero_to_fp32 reassembles them. Stage 0 keeps the whole model in one file."""
+        import_deepspeed()
+        files = directory / CHECKPOINT_TAG
+        if any(files.glob("*optim_states.pt")):
+            from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+            state = get_fp32_state_dict_from_zero_checkpoint(str(directory), tag=CHECKPOINT_TAG)
+        else:
+            try:
+                state = torch.load(files / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=True)["module"]
+            except Exception as e:
+                raise UsageError(f"checkpoint: cannot read DeepSpeed model states in '{files}': {e}") from None
+        model.load_state_dict(state)
+
     def teardown(self) -> None:
         if self.model is not None:
             self.model.destroy()  # releases DeepSpeed's hooks and buffers while the process group still exists
