@@ -20,6 +20,7 @@ from dist_train.config import Config, to_yaml
 from dist_train.data import BatchLayout, eval_batches, seed_everything, steps_per_epoch, to_device, train_batches
 from dist_train.errors import UsageError
 from dist_train.metrics import Mean
+from dist_train.preemption import Preemption
 from dist_train.recipe import Recipe, resolve_recipe
 from dist_train.strategies import build_strategy
 from dist_train.tracking import NoTracker, Trackers
@@ -32,6 +33,7 @@ class RunResult:
     steps: int = 0
     last_loss: float = math.nan
     eval: dict[str, float] = field(default_factory=dict)
+    preempted: str = ""  # what happened when a preemption signal stopped the run early (see dist_train.preemption)
 
 
 def run(config: Config) -> RunResult:
@@ -58,6 +60,7 @@ def pick_device(requested: str, env) -> torch.device:
 class Trainer:
     def __init__(self, config: Config, env, device: torch.device):
         self.config, self.env, self.device = config, env, device
+        self.preemption = Preemption()  # first: a signal during setup must not kill the process
         train = config.train
         self.layout = BatchLayout(train.batch_size, train.grad_accum, env.world_size, env.rank)
         self.strategy = build_strategy(config, env, device)
@@ -147,6 +150,10 @@ class Trainer:
                 self.trackers.log({f"eval/{k}": v for k, v in result.eval.items()}, step)
                 window_start = time.perf_counter()  # keep eval time out of the throughput figure
             result.steps = step
+            if step < train.max_steps and self.preemption.requested():  # all ranks agree, so all stop here
+                self.save_checkpoint(step)
+                result.preempted = self.preemption.hand_over(step)
+                break
         self.trackers.close()
         return result
 
@@ -182,3 +189,4 @@ class Trainer:
         """Drop wrapped model and optimizer before the process group goes (see dist_train.distributed)."""
         self.strategy.teardown()
         self.trackers.close()
+        self.preemption.close()

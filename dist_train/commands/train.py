@@ -12,6 +12,9 @@ def main(args) -> int:
     result = run(config)
     from dist_train import distributed
 
+    if result.preempted:
+        distributed.print0(result.preempted)
+        return 0
     summary = f"done: {result.steps} steps, loss {result.last_loss:.4f}"
     if result.eval:
         summary += " | eval " + ", ".join(f"{k} {v:.4f}" for k, v in result.eval.items())
