@@ -43,9 +43,12 @@ def run(config: Config) -> RunResult:
     distributed.init(env, device)
     try:
         trainer = Trainer(config, env, device)
-        return trainer.fit()
+        result = trainer.fit()
     finally:
         distributed.shutdown(release=trainer.release if trainer else None)
+    if result.preempted:
+        trainer.preemption.requeue()  # last: requeueing stops this job, so everything is closed first
+    return result
 
 
 def pick_device(requested: str, env) -> torch.device:
@@ -152,7 +155,7 @@ class Trainer:
             result.steps = step
             if step < train.max_steps and self.preemption.requested():  # all ranks agree, so all stop here
                 self.save_checkpoint(step)
-                result.preempted = self.preemption.hand_over(step)
+                result.preempted = self.preemption.saved(step)
                 break
         self.trackers.close()
         return result

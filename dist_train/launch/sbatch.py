@@ -51,19 +51,23 @@ def render(spec: JobSpec, train_args: list[str] | None) -> str:
     """The batch script. `train_args` None: CONFIG and overrides come from the sbatch command line ("$@")."""
     spec.check()
     directives = [f"--job-name={spec.job_name}", f"--nodes={spec.nodes}",
-                  "--ntasks-per-node=1  # one torchrun per node; torchrun starts the processes"]
+                  "--ntasks-per-node=1"]
     if spec.gpus_per_node:
         directives.append(f"--gpus-per-node={spec.gpus_per_node}")
     if spec.cpus_per_task:
         directives.append(f"--cpus-per-task={spec.cpus_per_task}")
     if spec.partition:
         directives.append(f"--partition={spec.partition}")
-    directives += [f"--time={spec.time}", f"--signal=B:USR1@{spec.signal_lead_s}  # preemption warning to this shell",
+    directives += [f"--time={spec.time}", f"--signal=B:USR1@{spec.signal_lead_s}",
                    "--requeue", "--open-mode=append", f"--output={spec.output}"]
     args_line = ('set -- ' + shlex.join(train_args) if train_args is not None
                  else '[ $# -ge 1 ] || { echo "usage: sbatch $0 CONFIG [key=value ...]" >&2; exit 2; }')
     lines = ["#!/bin/bash",
-             f"# dist_train job: {spec.nodes} node(s) x {spec.procs} process(es) per node.",
+             f"# dist_train job: {spec.nodes} node(s) x {spec.procs} process(es) per node: one task per node runs torchrun,",
+             f"# which starts the processes. USR1 comes {spec.signal_lead_s} s before the time limit (preemption warning).",
+             *(["# Submit: sbatch THIS_FILE CONFIG [key=value ...]; sbatch options (--nodes, --time, ...) override these.",
+                "# Same template as `dist-train sbatch`, which fills in CONFIG and overrides (dist_train/launch/sbatch.py)."]
+               if train_args is None else []),
              *(f"#SBATCH {d}" for d in directives),
              "",
              "set -uo pipefail",
