@@ -14,6 +14,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
+# A few logged steps of the default recipe on make_fashion_mnist data: enough to compare launchers step by step.
+TINY_RUN = ["train.max_steps=6", "train.log_every=1", "train.eval_every=1000", "train.batch_size=16"]
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dist_train.launch.sbatch import JobSpec, render, submit
+from dist_train.launch.sbatch import JobSpec, render, require_sbatch, submit
 
 
 def main(args) -> int:
@@ -22,6 +22,7 @@ def main(args) -> int:
     if args.dry_run:
         print(script, end="")
         return 0
+    require_sbatch()  # before writing anything
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "job.sbatch"
     path.write_text(script)

@@ -92,10 +92,14 @@ def render(spec: JobSpec, train_args: list[str] | None) -> str:
     return "\n".join(lines)
 
 
-def submit(script: Path) -> str:
-    """sbatch the script; returns the job id. SLURM's own refusal (bad partition, time, ...) becomes the error."""
+def require_sbatch() -> None:
     if shutil.which("sbatch") is None:
         raise UsageError(f"sbatch: command not found; {INSTALL_HINT} (or use --dry-run to print the script)")
+
+
+def submit(script: Path) -> str:
+    """sbatch the script; returns the job id. SLURM's own refusal (bad partition, time, ...) becomes the error."""
+    require_sbatch()
     done = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         answer = " ".join(done.stderr.split()) or f"exit code {done.returncode}"

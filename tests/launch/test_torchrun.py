@@ -9,15 +9,14 @@ import time
 
 import pytest
 
-from support import REPO, RECIPES, assert_close_losses, env, run_cli, run_torchrun, train_losses
+from support import REPO, RECIPES, TINY_RUN, assert_close_losses, env, run_cli, train_losses
 from dist_train.launch.torchrun import torchrun_prefix
 
 CONFIG = str(RECIPES / "fashion_mnist_mlp.yaml")
-TINY = ["train.max_steps=6", "train.log_every=1", "train.eval_every=1000", "train.batch_size=16"]
 
 
 def overrides(fashion_root, run_dir):
-    return [f"data.root={fashion_root}", f"run_dir={run_dir}", *TINY]
+    return [f"data.root={fashion_root}", f"run_dir={run_dir}", *TINY_RUN]
 
 
 def free_port() -> int:
@@ -72,15 +71,7 @@ def test_unreachable_rendezvous_times_out_naming_host_port():
     assert time.monotonic() - started < 30
 
 
-@pytest.fixture(scope="module")
-def one_node_two_procs(fashion_root, tmp_path_factory):
-    """The reference: plain torchrun, 1 node x 2 processes."""
-    run_dir = tmp_path_factory.mktemp("ref_1x2")
-    run_torchrun(2, "train", CONFIG, *overrides(fashion_root, run_dir))
-    return train_losses(run_dir)
-
-
-def test_two_nodes_on_one_machine_match_one_node(fashion_root, tmp_path, one_node_two_procs):
+def test_two_nodes_on_one_machine_match_one_node(fashion_root, tmp_path, torchrun_2proc_losses):
     """Two `dist-train launch --nodes 2` invocations (node rank 0 and 1, 1 process each) form one 2-node job."""
     endpoint = f"127.0.0.1:{free_port()}"
     procs = [subprocess.Popen(
@@ -91,4 +82,4 @@ def test_two_nodes_on_one_machine_match_one_node(fashion_root, tmp_path, one_nod
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outputs)
     assert any("world size 2" in o for o in outputs)
-    assert_close_losses(train_losses(tmp_path / "run"), one_node_two_procs, rel=1e-5)
+    assert_close_losses(train_losses(tmp_path / "run"), torchrun_2proc_losses, rel=1e-5)
