@@ -50,6 +50,7 @@ def test_shell_scripts_dry_run():
 
 
 @pytest.mark.parametrize("args, message", [
+    (["train.max_stepz=3"], "train.max_stepz: unknown key"),  # the config is checked before torchrun starts
     (["--nodes", "0"], "--nodes: 0 is not valid"),
     (["--nproc-per-node", "0"], "--nproc-per-node: 0 is not valid"),
     (["--nodes", "2"], "--rdzv-endpoint: required with --nodes 2"),
