@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from support import RECIPES, TINY_RUN, make_fashion_mnist, run_torchrun, train_losses  # noqa: E402
+from support import PREEMPTIBLE_RUN, RECIPES, TINY_RUN, make_fashion_mnist, run_torchrun, train_losses  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -27,4 +27,13 @@ def torchrun_2proc_losses(fashion_root, tmp_path_factory) -> dict[int, float]:
     run_dir = tmp_path_factory.mktemp("torchrun_2proc")
     run_torchrun(2, "train", RECIPES / "fashion_mnist_mlp.yaml", f"data.root={fashion_root}", f"run_dir={run_dir}",
                  *TINY_RUN)
+    return train_losses(run_dir)
+
+
+@pytest.fixture(scope="session")
+def uninterrupted_losses(fashion_root, tmp_path_factory) -> dict[int, float]:
+    """What a preempted-and-resumed run must reproduce: PREEMPTIBLE_RUN under torchrun, 2 processes, no signal."""
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    run_torchrun(2, "train", RECIPES / "fashion_mnist_mlp.yaml", f"data.root={fashion_root}", f"run_dir={run_dir}",
+                 *PREEMPTIBLE_RUN)
     return train_losses(run_dir)
