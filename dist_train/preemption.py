@@ -6,14 +6,16 @@ all ranks stop after the same step even when the signal reached them at differen
 
 Cost: the all-reduce is asynchronous and overlaps the next step: the flags sent at step k are read at step k+1,
 so a preemption stops the run one step later than the signal, and the check costs an enqueue instead of a
-network round trip (measured here under load: ~1 ms for a blocking one-element gloo all-reduce, as long as a
-tiny DDP step; checking every k steps instead would make the warning have to cover k steps). It runs on its own
+network round trip (measured on the 2-core CI box under load: 1-1.5 ms for a blocking one-element gloo all-reduce,
+as long as a tiny DDP step; checking only every k steps would make SLURM's warning have to cover k steps). It runs on its own
 CPU (gloo) group, so it never waits for the GPU and never queues behind gradient buckets.
 
 Who sends what: SLURM sends USR1 ahead of the time limit (slurm/*.sbatch forward it to the workers as SIGTERM,
 through torchrun, which relays SIGTERM to its workers), preemption sends SIGTERM. After saving, rank 0 runs
 `scontrol requeue $SLURM_JOB_ID` when under SLURM; the requeued job resumes from the checkpoint
 (`checkpoint.resume: auto`). Outside SLURM, SIGTERM means: save and exit. Either way the process exits with 0.
+A second signal does not kill either: on preemption SLURM signals every process and torchrun relays the same
+SIGTERM, so workers get it twice; a hung worker still ends by SIGKILL after SLURM's KillWait or torchrun's timeout.
 """
 
 from __future__ import annotations
