@@ -62,6 +62,7 @@ def render(spec: JobSpec, train_args: list[str] | None) -> str:
                    "--requeue", "--open-mode=append", f"--output={spec.output}"]
     args_line = ('set -- ' + shlex.join(train_args) if train_args is not None
                  else '[ $# -ge 1 ] || { echo "usage: sbatch $0 CONFIG [key=value ...]" >&2; exit 2; }')
+    cpus = f" --cpus-per-task={spec.cpus_per_task}" if spec.cpus_per_task else ""
     lines = ["#!/bin/bash",
              f"# dist_train job: {spec.nodes} node(s) x {spec.procs} process(es) per node: one task per node runs torchrun,",
              f"# which starts the processes. USR1 comes {spec.signal_lead_s} s before the time limit (preemption warning).",
@@ -80,7 +81,8 @@ def render(spec: JobSpec, train_args: list[str] | None) -> str:
              "# USR1 (time limit near, or `scancel --signal=USR1 --batch`): ask the workers to checkpoint and requeue.",
              'trap \'echo "preemption signal: workers checkpoint and requeue"; scancel --signal=TERM "$SLURM_JOB_ID"\' USR1',
              "",
-             'srun --kill-on-bad-exit=1 "$PYTHON" -m torch.distributed.run \\',
+             # Slurm 22.05's srun does not inherit --cpus-per-task from the allocation: pass it on.
+             f'srun --kill-on-bad-exit=1{cpus} "$PYTHON" -m torch.distributed.run \\',
              f'    --nnodes="$SLURM_JOB_NUM_NODES" --nproc-per-node={spec.procs} \\',
              '    --rdzv-backend=c10d --rdzv-endpoint="$head_node:$rdzv_port" --rdzv-id="$SLURM_JOB_ID" \\',
              '    -m dist_train train "$@" &',
