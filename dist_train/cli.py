@@ -21,9 +21,34 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a run from a YAML config plus key=value overrides")
-    p.add_argument("config", help="YAML config file, e.g. recipes/fashion_mnist_mlp.yaml")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.max_steps=50")
+    add_train_args(p)
     p.set_defaults(handler="dist_train.commands.train:main")
+
+    p = sub.add_parser("launch", help="train under torchrun on N nodes x P processes per node (multi-node: c10d)")
+    add_train_args(p)
+    p.add_argument("--nodes", type=int, default=1, help="number of nodes (default 1: standalone rendezvous)")
+    p.add_argument("--nproc-per-node", type=int, default=1, help="processes per node, usually one per GPU")
+    p.add_argument("--rdzv-endpoint", metavar="HOST[:PORT]", help="head node, the same on every node (multi-node)")
+    p.add_argument("--rdzv-id", default="dist-train", help="job id shared by the nodes of one run")
+    p.add_argument("--node-rank", type=int, help="this node's rank (optional with c10d rendezvous)")
+    p.add_argument("--max-restarts", type=int, default=0, help="torchrun restarts after a worker failure")
+    p.add_argument("--rdzv-timeout", type=float, default=60.0, help="seconds a node waits for the head's endpoint")
+    p.add_argument("--dry-run", action="store_true", help="print the torchrun command instead of running it")
+    p.set_defaults(handler="dist_train.commands.launch:main")
+
+    p = sub.add_parser("sbatch", help="write a SLURM batch script for the run and submit it")
+    add_train_args(p)
+    p.add_argument("--nodes", type=int, default=1, help="number of nodes (default 1)")
+    p.add_argument("--gpus-per-node", type=int, default=0, help="GPUs per node (default 0: CPU)")
+    p.add_argument("--procs-per-node", type=int, default=0, help="processes per node (default: one per GPU, or 1)")
+    p.add_argument("--partition", help="SLURM partition (default: the cluster's default)")
+    p.add_argument("--time", default="01:00:00", help="time limit, e.g. 04:00:00 (default 01:00:00)")
+    p.add_argument("--job-name", default="dist-train")
+    p.add_argument("--cpus-per-task", type=int, default=0, help="CPUs for each node's torchrun (default: SLURM's)")
+    p.add_argument("--signal-lead", type=int, default=120, metavar="S",
+                   help="seconds before the time limit at which to checkpoint and requeue (default 120)")
+    p.add_argument("--dry-run", action="store_true", help="print the script instead of writing and submitting it")
+    p.set_defaults(handler="dist_train.commands.sbatch:main")
 
     p = sub.add_parser("data", help="get a real dataset where the recipes look for it")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -47,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output file (default: RUN_DIR/export/step_<N>.<ext>)")
     p.set_defaults(handler="dist_train.commands.export:main")
     return parser
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML config file, e.g. recipes/fashion_mnist_mlp.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.max_steps=50")
 
 
 def main(argv: list[str] | None = None) -> None:

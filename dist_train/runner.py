@@ -23,6 +23,7 @@ from dist_train.config import Config, resolved_dict, to_yaml
 from dist_train.data import BatchLayout, eval_batches, seed_everything, steps_per_epoch, to_device, train_batches
 from dist_train.errors import RunError, UsageError
 from dist_train.metrics import Mean
+from dist_train.preemption import Preemption
 from dist_train.recipe import Recipe, resolve_recipe
 from dist_train.strategies import build_strategy
 from dist_train.tracking import NoTracker, Trackers
@@ -35,6 +36,7 @@ class RunResult:
     steps: int = 0
     last_loss: float = math.nan
     eval: dict[str, float] = field(default_factory=dict)
+    preempted: str = ""  # what happened when a preemption signal stopped the run early (see dist_train.preemption)
 
 
 def run(config: Config) -> RunResult:
@@ -44,9 +46,12 @@ def run(config: Config) -> RunResult:
     distributed.init(env, device)
     try:
         trainer = Trainer(config, env, device)
-        return trainer.fit()
+        result = trainer.fit()
     finally:
         distributed.shutdown(release=trainer.release if trainer else None)
+    if result.preempted:
+        trainer.preemption.requeue()  # last: requeueing stops this job, so everything is closed first
+    return result
 
 
 def pick_device(requested: str, env) -> torch.device:
@@ -61,6 +66,7 @@ def pick_device(requested: str, env) -> torch.device:
 class Trainer:
     def __init__(self, config: Config, env, device: torch.device):
         self.config, self.env, self.device = config, env, device
+        self.preemption = Preemption()  # first: a signal during setup must not kill the process
         train = config.train
         self.layout = BatchLayout(train.batch_size, train.grad_accum, env.world_size, env.rank)
         self.strategy = build_strategy(config, env, device)
@@ -192,6 +198,10 @@ class Trainer:
             if step == train.max_steps or step == stop_after:
                 self.save_checkpoint(step)
                 break
+            if self.preemption.requested():  # all ranks agree, so all stop here
+                self.save_checkpoint(step)
+                result.preempted = self.preemption.saved(step)
+                break
             if every and step % every == 0:
                 self.save_checkpoint(step, blocking=False)
                 meter.restart()  # keep the save out of the throughput figures
@@ -267,3 +277,4 @@ class Trainer:
         """Drop wrapped model and optimizer before the process group goes (see dist_train.distributed)."""
         self.strategy.teardown()
         self.trackers.close()
+        self.preemption.close()

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from support import make_fashion_mnist  # noqa: E402
+from support import PREEMPTIBLE_RUN, RECIPES, TINY_RUN, make_fashion_mnist, run_torchrun, train_losses  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +18,22 @@ def fashion_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("fashion")
     make_fashion_mnist(root, n_train=512, n_test=128)
     return root
+
+
+@pytest.fixture(scope="session")
+def torchrun_2proc_losses(fashion_root, tmp_path_factory) -> dict[int, float]:
+    """The reference every launcher's run must reproduce step for step: per-step losses of plain
+    `torchrun --standalone --nproc-per-node 2` on support.TINY_RUN."""
+    run_dir = tmp_path_factory.mktemp("torchrun_2proc")
+    run_torchrun(2, "train", RECIPES / "fashion_mnist_mlp.yaml", f"data.root={fashion_root}", f"run_dir={run_dir}",
+                 *TINY_RUN)
+    return train_losses(run_dir)
+
+
+@pytest.fixture(scope="session")
+def uninterrupted_losses(fashion_root, tmp_path_factory) -> dict[int, float]:
+    """What a preempted-and-resumed run must reproduce: PREEMPTIBLE_RUN under torchrun, 2 processes, no signal."""
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    run_torchrun(2, "train", RECIPES / "fashion_mnist_mlp.yaml", f"data.root={fashion_root}", f"run_dir={run_dir}",
+                 *PREEMPTIBLE_RUN)
+    return train_losses(run_dir)

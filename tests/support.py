@@ -14,6 +14,11 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
+# A few logged steps of the default recipe on make_fashion_mnist data: enough to compare launchers step by step.
+TINY_RUN = ["train.max_steps=6", "train.log_every=1", "train.eval_every=1000", "train.batch_size=16"]
+# Long enough (300 steps of ~10-30 ms) to deliver a preemption signal mid-run; needs checkpoint.resume (auto).
+PREEMPTIBLE_RUN = ["train.max_steps=300", "train.log_every=1", "train.eval_every=1000", "train.batch_size=16",
+                   "checkpoint.resume=auto"]
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:

@@ -8,10 +8,12 @@ receive the `DistEnv` this returns.
 from __future__ import annotations
 
 from dist_train.cluster.env import DistEnv
+from dist_train.cluster.slurm import SlurmEnvironment
 from dist_train.cluster.torchrun import TorchrunEnvironment
 
-# Order matters: torchrun sets its variables inside SLURM jobs too, and then it is the one that started us.
-ENVIRONMENTS = [TorchrunEnvironment]
+# Order matters: torchrun sets its variables inside SLURM jobs too, and then it is the one that started us; SLURM's
+# own variables describe our process only when srun started it directly (one task per process).
+ENVIRONMENTS = [TorchrunEnvironment, SlurmEnvironment]
 
 
 def detect() -> DistEnv:

@@ -12,6 +12,8 @@ def main(args) -> int:
     result = run(config)
     from dist_train import distributed
 
+    if result.preempted:
+        return 0  # checkpoint saved (and job requeued under SLURM): see dist_train.preemption
     summary = f"done: {result.steps} steps, loss {result.last_loss:.4f}"
     if result.eval:
         summary += " | eval " + ", ".join(f"{k} {v:.4f}" for k, v in result.eval.items())
