@@ -78,6 +78,9 @@ class TrackingConfig:
     tensorboard: bool = False  # event files under run_dir/tensorboard
     # Peak dense bf16 TFLOP/s of one GPU for the MFU figure; null: looked up from the GPU's name (H100, A100, ...).
     peak_tflops: Optional[float] = positive(None)
+
+
+@dataclass
 class CheckpointConfig:
     every: Optional[int] = positive(None)  # save every N optimizer steps; null: only at the end of the run
     keep: Optional[int] = positive(3)  # newest complete checkpoints kept; null: keep all
