@@ -88,15 +88,15 @@ def test_two_processes_log_once_and_a_restarted_job_continues_the_same_run(tmp_p
             assert FAKE_KEY.encode() not in path.read_bytes(), path
     assert FAKE_KEY not in first.stdout + first.stderr
 
-    # A restarted job (here a new process in the same run_dir, as after a SLURM requeue) logs into the same run.
-    # WANDB_MODE=offline in the environment wins over the config's online mode.
-    run_cli(*train_args(run_dir, 10, "tracking.wandb.mode=online"), timeout=600,
+    # A resumed job (a new process in the same run_dir, as after a SLURM requeue: it resumes the step-20 checkpoint
+    # and trains on to 30) logs into the same run. WANDB_MODE=offline in the environment wins over the config's mode.
+    run_cli(*train_args(run_dir, 30, "tracking.wandb.mode=online"), timeout=600,
             **wandb_env(tmp_path, WANDB_API_KEY=FAKE_KEY, WANDB_MODE="offline"))
     folders = offline_runs(run_dir)
     assert len(folders) == 2 and all(f.name.endswith("-" + run_id) for f in folders)
     resumed = read_wandb_records(run_file(folders[1]))
     assert run_ids(resumed) == [run_id]
-    assert [h["_step"] for h in wandb_history(resumed) if "loss" in h] == [5, 10]
+    assert [h["_step"] for h in wandb_history(resumed) if "loss" in h] == [25, 30]
     assert json.loads((run_dir / "tracking.json").read_text()) == {"wandb_run_id": run_id}
 
 
