@@ -64,6 +64,11 @@ class Recipe:
         Dense layers: about 6 x parameters x tokens per sample (2 per multiply-add forward, twice that backward)."""
         return None
 
+    def on_train_end(self, model: nn.Module, eval_values: dict[str, float]) -> None:
+        """Called once after the last step on EVERY rank (a sharded model needs all ranks in a forward), with the
+        unwrapped model (the EMA model when train.ema is on) in eval mode under no_grad, and the last eval values.
+        Print with dist_train.distributed.print0 so that only rank 0 writes. E.g. sample text from a language model."""
+
 
 def resolve_recipe(name: str, base_dir: Path | None = None) -> type[Recipe]:
     if ":" in name:
