@@ -25,8 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="get a real dataset where the recipes look for it")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    f = data_sub.add_parser("fetch", help="fetch a dataset (fashion-mnist)")
-    f.add_argument("name", help="dataset name: fashion-mnist")
+    f = data_sub.add_parser("fetch", help="fetch a dataset (fashion-mnist, jargon, cifar10)")
+    f.add_argument("name", help="dataset name: fashion-mnist, jargon (text for char_lm), cifar10 (needs --download)")
     f.add_argument("--root", default="data", help="data root the recipe reads (data.root), default: data")
     f.add_argument("--download", action="store_true", help="download with torchvision (needs internet)")
     f.set_defaults(handler="dist_train.commands.data:main")
