@@ -14,10 +14,11 @@ from pathlib import Path
 from dist_train.errors import UsageError
 
 
-def unpack_package(package: str, tmp: Path, dataset: str) -> Path:
-    """Extract `package` into tmp/x and return that folder (the package's '/')."""
+def unpack_package(package: str, tmp: Path, dataset: str, otherwise: str = "") -> Path:
+    """Extract `package` into tmp/x and return that folder (the package's '/'). `otherwise` ends the error
+    messages with the alternative, e.g. "; with internet use --download instead"."""
     if not shutil.which("apt-get"):
-        raise UsageError(f"data fetch {dataset}: apt-get not found (the data comes from Debian's {package})")
+        raise UsageError(f"data fetch {dataset}: apt-get not found (the data comes from Debian's {package}){otherwise}")
 
     def download() -> subprocess.CompletedProcess:
         return subprocess.run(["apt-get", "download", package], cwd=tmp, capture_output=True, text=True)
@@ -29,6 +30,6 @@ def unpack_package(package: str, tmp: Path, dataset: str) -> Path:
     debs = list(tmp.glob(f"{package}_*.deb"))
     if result.returncode != 0 or not debs:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise UsageError(f"data fetch {dataset}: apt-get download {package} failed ({last})")
+        raise UsageError(f"data fetch {dataset}: apt-get download {package} failed ({last}){otherwise}")
     subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(tmp / "x")], check=True)
     return tmp / "x"

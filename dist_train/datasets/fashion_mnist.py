@@ -68,7 +68,8 @@ def fetch(root: str | os.PathLike, download: bool = False) -> Path:
         if all((DEBIAN_DIR / f"{f}.gz").is_file() for f in FILES):
             source = DEBIAN_DIR
         else:
-            source = unpack_package(DEBIAN_PACKAGE, Path(tmp), "fashion-mnist") / DEBIAN_DIR.relative_to("/")
+            source = unpack_package(DEBIAN_PACKAGE, Path(tmp), "fashion-mnist",
+                                    "; with internet use --download instead") / DEBIAN_DIR.relative_to("/")
         target.mkdir(parents=True, exist_ok=True)
         for f in FILES:
             with gzip.open(source / f"{f}.gz", "rb") as src, open(target / f"{f}.part", "wb") as dst:
