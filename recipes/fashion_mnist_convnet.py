@@ -22,8 +22,8 @@ from dist_train.recipe import Recipe
 
 @dataclass
 class ModelConfig:
-    channels: list[int] = field(default_factory=lambda: [16, 32, 64])
-    dropout: float = field(default=0.25, metadata={"ge": 0, "lt": 1})
+    channels: list[int] = field(default_factory=lambda: [32, 32, 64])
+    dropout: float = field(default=0.1, metadata={"ge": 0, "lt": 1})
     num_classes: int = positive(10)
 
 
