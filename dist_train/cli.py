@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="get a real dataset where the recipes look for it")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    f = data_sub.add_parser("fetch", help="fetch a dataset (fashion-mnist)")
-    f.add_argument("name", help="dataset name: fashion-mnist")
+    f = data_sub.add_parser("fetch", help="fetch a dataset (fashion-mnist, jargon, cifar10)")
+    f.add_argument("name", help="dataset name: fashion-mnist, jargon (text for char_lm), cifar10 (needs --download)")
     f.add_argument("--root", default="data", help="data root the recipe reads (data.root), default: data")
     f.add_argument("--download", action="store_true", help="download with torchvision (needs internet)")
     f.set_defaults(handler="dist_train.commands.data:main")
@@ -71,6 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=["torchscript", "onnx", "state_dict"], help="output format")
     p.add_argument("--out", help="output file (default: RUN_DIR/export/step_<N>.<ext>)")
     p.set_defaults(handler="dist_train.commands.export:main")
+
+    p = sub.add_parser("sweep", help="run a hyper-parameter sweep and rank the trials by an eval metric")
+    p.add_argument("config", help="YAML config file; trials run under its run_dir as trial_NNN")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides applied to every trial")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", help="crossed axis (repeatable)")
+    p.add_argument("--random", action="append", default=[], metavar="KEY=V1,V2",
+                   help="axis drawn at random per trial (repeatable)")
+    p.add_argument("--trials", type=int, default=None, help="number of trials (default: one per grid combination)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random draws")
+    p.add_argument("--metric", help="eval metric to rank by (default: train.early_stopping.metric, else loss)")
+    p.add_argument("--mode", choices=["min", "max"], help="min or max is best (default: from early_stopping, else min)")
+    p.add_argument("--nproc", type=int, default=1, help="processes per trial (torchrun --standalone)")
+    p.add_argument("--slurm", action="store_true", help="submit the trials as a SLURM job array instead")
+    p.add_argument("--collect", action="store_true", help="only print the ranked table of trials already run")
+    p.set_defaults(handler="dist_train.commands.sweep:main")
     return parser
 
 

@@ -71,6 +71,21 @@ def all_reduce_(tensor: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
     return tensor
 
 
+def all_gather_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's rows [n_r, ...] in rank order; ranks may hold different n_r (padded all_gather)."""
+    if not (dist.is_initialized() and _env.world_size > 1):
+        return rows
+    count = torch.tensor([len(rows)], device=rows.device)
+    counts = [torch.zeros_like(count) for _ in range(_env.world_size)]
+    dist.all_gather(counts, count)
+    longest = int(max(c.item() for c in counts))
+    padded = torch.zeros((longest, *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
+    padded[: len(rows)] = rows
+    gathered = [torch.empty_like(padded) for _ in range(_env.world_size)]
+    dist.all_gather(gathered, padded)
+    return torch.cat([g[: int(c.item())] for g, c in zip(gathered, counts)])
+
+
 def mean_across_ranks(tensor: torch.Tensor) -> torch.Tensor:
     out = all_reduce_(tensor.detach().clone().float())
     return out / _env.world_size

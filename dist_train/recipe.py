@@ -70,6 +70,11 @@ class Recipe:
         recipe returns its blocks, e.g. `list(model.layers)`."""
         return [child for child in model.children() if any(True for _ in child.parameters())]
 
+    def on_train_end(self, model: nn.Module, eval_values: dict[str, float]) -> None:
+        """Called once after the last step on EVERY rank (a sharded model needs all ranks in a forward), with the
+        unwrapped model (the EMA model when train.ema is on) in eval mode under no_grad, and the last eval values.
+        Print with dist_train.distributed.print0 so that only rank 0 writes. E.g. sample text from a language model."""
+
 
 def resolve_recipe(name: str, base_dir: Path | None = None) -> type[Recipe]:
     if ":" in name:

@@ -21,8 +21,9 @@ from dist_train.checkpoint import Checkpointer, Manifest, model_signature
 from dist_train.checkpoint.resume import data_position, keep_global_batch
 from dist_train.config import Config, resolved_dict, to_yaml
 from dist_train.data import BatchLayout, eval_batches, seed_everything, steps_per_epoch, to_device, train_batches
+from dist_train.early_stopping import EarlyStopping
 from dist_train.errors import RunError, UsageError
-from dist_train.metrics import Mean
+from dist_train.metrics import Mean, reduce_metrics
 from dist_train.preemption import Preemption
 from dist_train.recipe import Recipe, resolve_recipe
 from dist_train.strategies import build_strategy
@@ -37,6 +38,7 @@ class RunResult:
     last_loss: float = math.nan
     eval: dict[str, float] = field(default_factory=dict)
     preempted: str = ""  # what happened when a preemption signal stopped the run early (see dist_train.preemption)
+    stopped_early: bool = False
 
 
 def run(config: Config) -> RunResult:
@@ -94,6 +96,19 @@ class Trainer:
         model = self.recipe.build_model()
         self.model_signature = model_signature(model)
         self.strategy.setup(model, self.recipe)
+        # EMA of the weights (and buffers, so BatchNorm statistics follow), kept next to the trained model and used
+        # for evaluation when enabled. Checkpoints should save `self.ema.state_dict()` (it holds n_averaged too).
+        self.ema = None
+        if train.ema is not None:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.strategy.unwrapped_model, multi_avg_fn=get_ema_multi_avg_fn(train.ema),
+                                     use_buffers=True)
+        self.early_stopping = None
+        if train.early_stopping is not None:
+            if self.eval_data is None:
+                raise UsageError(f"train.early_stopping: recipe {config.recipe} has no eval dataset to stop on")
+            self.early_stopping = EarlyStopping(train.early_stopping, ["loss", *self.recipe.metrics()])
         # From here on randomness (dropout, augmentation) must differ between ranks, or every rank would draw the
         # same masks for different samples.
         seed_everything(config.seed + 1000 * (env.rank + 1))
@@ -163,7 +178,8 @@ class Trainer:
                         loss = recipe.loss(recipe.forward(strategy.model, batch), batch)
                     # Each micro-batch is 1/accum of this rank's share: summing loss/accum gradients gives the
                     # gradient of the mean over the rank's samples; the strategy then averages over ranks.
-                    strategy.backward(loss / accum)
+                    # The L1 term rides along in every micro-batch, so it too adds up to once per step.
+                    strategy.backward((loss + self.l1_penalty() if train.l1 else loss) / accum)
                 step_loss += loss.detach().float()
             grad_norm = None
             if train.on_nan == "skip":
@@ -179,6 +195,8 @@ class Trainer:
                 grad_norm = strategy.step()
             meter.steps += 1
             self.position = (epoch, (step_in_epoch + 1) * layout.global_batch)
+            if self.ema is not None:
+                self.ema.update_parameters(strategy.unwrapped_model)
 
             if step % train.log_every == 0 or step == train.max_steps:
                 self.raise_if_diverged()
@@ -194,8 +212,13 @@ class Trainer:
                 result.eval = self.evaluate()
                 self.trackers.log({f"eval/{k}": v for k, v in result.eval.items()}, step)
                 meter.restart()  # keep eval time out of the throughput figures
+                if self.early_stopping is not None and self.early_stopping.should_stop(result.eval):
+                    result.stopped_early = True
+                    es = train.early_stopping
+                    distributed.print0(f"early stopping at step {step}: eval {es.metric} has not improved on "
+                                       f"{self.early_stopping.best:.6g} for {es.patience} evaluations")
             result.steps = step
-            if step == train.max_steps or step == stop_after:
+            if step == train.max_steps or step == stop_after or result.stopped_early:
                 self.save_checkpoint(step)
                 break
             if self.preemption.requested():  # all ranks agree, so all stop here
@@ -206,8 +229,28 @@ class Trainer:
                 self.save_checkpoint(step, blocking=False)
                 meter.restart()  # keep the save out of the throughput figures
         self.checkpointer.wait()
-        self.trackers.close()
+        self._finish(result)
         return result
+
+    def _finish(self, result: RunResult) -> None:
+        if self.ema is not None and self.env.is_main:
+            # The final EMA weights, next to the run (a plain state_dict: load with model.load_state_dict).
+            torch.save(self.ema.module.state_dict(), self.run_dir / "ema_model.pt")
+        model = self.ema.module if self.ema is not None else self.strategy.unwrapped_model
+        model.eval()
+        with torch.no_grad():
+            self.recipe.on_train_end(model, result.eval)
+        self.strategy.model.train()
+        self.trackers.close()
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """What evaluation runs: the EMA of the weights when train.ema is set, else the trained model."""
+        return self.ema.module if self.ema is not None else self.strategy.model
+
+    def l1_penalty(self) -> torch.Tensor:
+        params = [p for p in self.strategy.unwrapped_model.parameters() if p.requires_grad]
+        return self.config.train.l1 * torch.stack([p.abs().sum() for p in params]).sum()
 
     def save_checkpoint(self, step: int, blocking: bool = True) -> None:
         """Checkpoint the state after optimizer step `step`. Call on every rank at a step boundary (the loop does;
@@ -247,7 +290,7 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        model, recipe = self.strategy.model, self.recipe
+        model, recipe = self.eval_model, self.recipe
         model.eval()
         metrics = {"loss": Mean(), **recipe.metrics()}
         for batch, valid in eval_batches(self.eval_data, self.config.eval_batch_size, self.env.rank, self.env.world_size):
@@ -262,16 +305,9 @@ class Trainer:
             for name, metric in metrics.items():
                 if name != "loss":
                     metric.update(outputs.float(), batch[-1])
-        model.train()
-        # Sum the statistics of every rank first, then divide: exact whatever each rank saw.
-        stats = torch.cat([m.stats for m in metrics.values()]).to(self.device)
-        stats = distributed.all_reduce_(stats).cpu()
-        values, offset = {}, 0
-        for name, metric in metrics.items():
-            size = metric.stats.numel()
-            values[name] = metric.compute(stats[offset: offset + size])
-            offset += size
-        return values
+        self.strategy.model.train()
+        # Combine the statistics of every rank first, then divide: exact whatever each rank saw.
+        return reduce_metrics(metrics, self.device)
 
     def release(self) -> None:
         """Drop wrapped model and optimizer before the process group goes (see dist_train.distributed)."""

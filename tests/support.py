@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import pickle
 import struct
 import subprocess
 import sys
@@ -44,6 +45,39 @@ def make_fashion_mnist(root: Path, n_train: int = 512, n_test: int = 128, seed: 
         write_idx(raw / f"{split}-images-idx3-ubyte", images)
         write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
     return Path(root)
+
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def make_cifar10(root: Path, n_per_batch: int = 64, n_test: int = 64, seed: int = 0) -> Path:
+    """Learnable fake CIFAR-10 in the real python-pickle format (5 data batches, test batch, batches.meta):
+    rows of 3072 uint8 (1024 red, 1024 green, 1024 blue), labels as a list; noisy per-class templates."""
+    rng = np.random.default_rng(seed)
+    templates = rng.integers(0, 256, size=(10, 3072))
+    folder = Path(root) / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, n in [(f"data_batch_{i}", n_per_batch) for i in range(1, 6)] + [("test_batch", n_test)]:
+        labels = rng.integers(0, 10, size=n)
+        data = np.clip(templates[labels] + rng.normal(0, 60, size=(n, 3072)), 0, 255).astype(np.uint8)
+        with open(folder / name, "wb") as f:
+            pickle.dump({"batch_label": name, "data": data, "labels": labels.tolist()}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": CIFAR10_CLASSES, "num_cases_per_batch": n_per_batch}, f)
+    return Path(root)
+
+
+def make_text(path: Path, n_chars: int = 6000, seed: int = 0) -> Path:
+    """A UTF-8 text with learnable structure (repeated words, one non-ASCII character) for the char_lm recipe."""
+    rng = np.random.default_rng(seed)
+    words = ["the", "hacker", "kludge", "foo", "bar", "grok", "cruft", "naïve", "hack", "bogus"]
+    out, size = [], 0
+    while size < n_chars:
+        w = words[int(rng.integers(len(words)))]
+        out.append(w)
+        size += len(w) + 1
+    Path(path).write_text(" ".join(out) + "\n", encoding="utf-8")
+    return Path(path)
 
 
 def env(**extra) -> dict:

@@ -6,7 +6,11 @@ import importlib
 
 from dist_train.errors import UsageError, closest, one_of
 
-SOURCES = {"fashion-mnist": "dist_train.datasets.fashion_mnist"}
+SOURCES = {
+    "fashion-mnist": "dist_train.datasets.fashion_mnist",
+    "jargon": "dist_train.datasets.jargon",
+    "cifar10": "dist_train.datasets.cifar10",
+}
 
 
 def main(args) -> int:

@@ -23,6 +23,14 @@ def non_negative(default, **extra):
 
 
 @dataclass
+class EarlyStoppingConfig:
+    metric: str = "loss"  # an eval metric name (loss or one of the recipe's metrics)
+    mode: Literal["min", "max"] = "min"
+    patience: int = positive(3)  # evaluations without improvement before stopping
+    min_delta: float = non_negative(0.0)  # an improvement must beat the best by more than this
+
+
+@dataclass
 class TrainConfig:
     max_steps: int = positive(1000)
     batch_size: int = positive(64)  # per rank, per micro-step
@@ -37,6 +45,9 @@ class TrainConfig:
     # written); `skip` drops that optimizer step on every rank and logs it.
     on_nan: Literal["stop", "skip"] = "stop"
     compile: bool = False  # torch.compile the model (each FSDP unit under fsdp)
+    l1: float = non_negative(0.0)  # L1 penalty weight: loss + l1 * sum|w| over trainable parameters
+    ema: Optional[float] = field(default=None, metadata={"gt": 0, "lt": 1})  # decay of an EMA of weights; eval uses it
+    early_stopping: Optional[EarlyStoppingConfig] = None
 
 
 @dataclass

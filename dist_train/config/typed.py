@@ -105,6 +105,8 @@ def check_bounds(value: Any, metadata, key: str) -> None:
         raise UsageError(f"{key}: must be > {metadata['gt']}, got {value!r}")
     if "ge" in metadata and not value >= metadata["ge"]:
         raise UsageError(f"{key}: must be >= {metadata['ge']}, got {value!r}")
+    if "lt" in metadata and not value < metadata["lt"]:
+        raise UsageError(f"{key}: must be < {metadata['lt']}, got {value!r}")
 
 
 def to_dict(obj: Any) -> Any:

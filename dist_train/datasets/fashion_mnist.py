@@ -10,10 +10,10 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
+from dist_train.datasets.debian import unpack_package
 from dist_train.errors import UsageError
 
 FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
@@ -65,31 +65,14 @@ def fetch(root: str | os.PathLike, download: bool = False) -> Path:
         import_torchvision().datasets.FashionMNIST(str(root), train=True, download=True)
         return target
     with tempfile.TemporaryDirectory() as tmp:
-        source = DEBIAN_DIR if all((DEBIAN_DIR / f"{f}.gz").is_file() for f in FILES) else _unpack_debian_package(Path(tmp))
+        if all((DEBIAN_DIR / f"{f}.gz").is_file() for f in FILES):
+            source = DEBIAN_DIR
+        else:
+            source = unpack_package(DEBIAN_PACKAGE, Path(tmp), "fashion-mnist",
+                                    "; with internet use --download instead") / DEBIAN_DIR.relative_to("/")
         target.mkdir(parents=True, exist_ok=True)
         for f in FILES:
             with gzip.open(source / f"{f}.gz", "rb") as src, open(target / f"{f}.part", "wb") as dst:
                 shutil.copyfileobj(src, dst)
             os.replace(target / f"{f}.part", target / f)  # never leave a half-written idx file under its real name
     return target
-
-
-def _unpack_debian_package(tmp: Path) -> Path:
-    """apt-get download + dpkg-deb -x: needs no root, only the package lists (refreshed once if stale)."""
-    if not shutil.which("apt-get"):
-        raise UsageError("data fetch fashion-mnist: apt-get not found; on a machine with internet use --download")
-
-    def download() -> subprocess.CompletedProcess:
-        return subprocess.run(["apt-get", "download", DEBIAN_PACKAGE], cwd=tmp, capture_output=True, text=True)
-
-    result = download()
-    if result.returncode != 0 and os.geteuid() == 0:
-        subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
-        result = download()
-    debs = list(tmp.glob(f"{DEBIAN_PACKAGE}_*.deb"))
-    if result.returncode != 0 or not debs:
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise UsageError(f"data fetch fashion-mnist: apt-get download {DEBIAN_PACKAGE} failed ({last}); "
-                         "with internet use --download instead")
-    subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(tmp / "x")], check=True)
-    return tmp / "x" / DEBIAN_DIR.relative_to("/")
