@@ -123,6 +123,8 @@ class Trainer:
             state = self.checkpointer.load(resume, self.strategy, self.model_signature)
             self.start_step, self.tracking_run_id = state["step"], state["tracking_run_id"]
             self.position = (state["epoch"], state["samples_in_epoch"])
+            if self.ema is not None and state.get("ema") is not None:
+                self.ema.load_state_dict(state["ema"])
         # Resume happens before the trackers open, so that they continue the run (metrics.jsonl, the W&B run id).
         self.trackers = self._open_trackers() if env.is_main else NoTracker()
         # (step, loss tensor) of the steps since the last non-finite check: train.on_nan=stop reads them only at
@@ -259,7 +261,9 @@ class Trainer:
         self.raise_if_diverged()  # never a checkpoint of a diverged state
         epoch, samples_in_epoch = self.position
         client_state = {"step": step, "epoch": epoch, "samples_in_epoch": samples_in_epoch,
-                        "global_batch": self.layout.global_batch, "tracking_run_id": self.tracking_run_id}
+                        "global_batch": self.layout.global_batch, "tracking_run_id": self.tracking_run_id,
+                        # The EMA is replicated (identical on every rank): it travels with the client state.
+                        "ema": self.ema.state_dict() if self.ema is not None else None}
         manifest = Manifest(
             step=step, recipe=self.config.recipe, model=self.model_signature, world_size=self.env.world_size,
             batch_size=self.layout.batch_size, grad_accum=self.layout.grad_accum,

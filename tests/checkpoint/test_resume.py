@@ -85,3 +85,19 @@ def test_fsdp_two_process_checkpoint_resumes_on_one_process(tmp_path, references
     resumed = train(run, "train.batch_size=8", "strategy=fsdp")
     assert "train.grad_accum 1 -> 2 keeps it" in resumed.stdout
     assert_close_losses(losses(run), losses(ref), rel=1e-4)
+
+
+def test_resume_restores_the_ema_of_the_weights(tmp_path):
+    """With train.ema the eval runs on the EMA weights: equal eval values after a resume prove the EMA (and its
+    averaging count) came back from the checkpoint rather than restarting from the resumed weights."""
+    ema = ["train.ema=0.9", "train.eval_every=4", "train.max_steps=12"]
+    train(tmp_path / "ref", *ema)
+    run = tmp_path / "run"
+    train(run, *ema, DIST_TRAIN_TEST_STOP_AFTER_STEP=6)
+    train(run, *ema)
+    from support import read_metrics
+
+    def evals(d):
+        return {r["step"]: r["eval/mse"] for r in read_metrics(d) if "eval/mse" in r}
+
+    assert evals(run) == evals(tmp_path / "ref") and set(evals(run)) == {4, 8, 12}
