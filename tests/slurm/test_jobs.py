@@ -71,3 +71,23 @@ def test_preemption_checkpoints_requeues_and_resumes(slurm, fashion_root, tmp_pa
     losses = train_losses(run_dir)
     assert set(range(step + 1, 301)) <= set(losses)  # the resumed attempt logged every remaining step
     assert_close_losses(losses, {s: uninterrupted_losses[s] for s in losses}, rel=1e-5)
+
+
+def test_sweep_as_a_slurm_job_array(slurm, tmp_path):
+    """`dist-train sweep --slurm` submits one array task per trial; both run on the cluster and `--collect` ranks them
+    by the eval metric each trial logged in its own run_dir."""
+    from support import read_metrics
+
+    base = tmp_path / "sweep"
+    args = ["sweep", RECIPES / "mlp_regression.yaml", f"run_dir={base}", "dataset.n_train=256", "dataset.n_eval=64",
+            "model.hidden=8", "train.max_steps=4", "train.log_every=2", "train.eval_every=4",
+            "--grid", "optimizer.lr=1e-4,1e-2", "--metric", "mse"]
+    out = run_cli(*args, "--slurm", **slurm.env).stdout
+    job = re.search(r"submitted job array (\d+)", out).group(1)
+    for task in (0, 1):
+        assert slurm.wait_job(f"{job}_{task}") == "COMPLETED", (base / f"trial_{task}.log").read_text()
+    values = {i: [r["eval/mse"] for r in read_metrics(base / f"trial_00{i}") if "eval/mse" in r][-1] for i in (0, 1)}
+    table = run_cli(*args, "--collect").stdout.strip().splitlines()
+    assert table[0].startswith("rank") and len(table) == 3
+    best = min(values, key=values.get)
+    assert f"trial_00{best}" in table[1] and f"{values[best]:.6g}" in table[1]
