@@ -74,7 +74,9 @@ class Trainer:
         self.strategy = build_strategy(config, env, device)
         self.strategy.check()
         self.run_dir = Path(config.run_dir)
-        self.tracking_run_id: str | None = None  # set by a tracker that has run ids (W&B); saved in checkpoints
+        # The W&B run id: restored from a checkpoint (before trackers open), else read from run_dir or created
+        # by the W&B tracker; stored in checkpoints so a resumed job continues the same W&B run.
+        self.tracking_run_id: str | None = None
         self.checkpointer = Checkpointer(config.checkpoint, self.run_dir / "checkpoints", env)
         resume = self.checkpointer.find_resume()
         if resume is not None:
@@ -97,7 +99,7 @@ class Trainer:
         self.model_signature = model_signature(model)
         self.strategy.setup(model, self.recipe)
         # EMA of the weights (and buffers, so BatchNorm statistics follow), kept next to the trained model and used
-        # for evaluation when enabled. Checkpoints should save `self.ema.state_dict()` (it holds n_averaged too).
+        # for evaluation when enabled. Checkpoints carry its state_dict (n_averaged included).
         self.ema = None
         if train.ema is not None:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -113,10 +115,6 @@ class Trainer:
         # same masks for different samples.
         seed_everything(config.seed + 1000 * (env.rank + 1))
 
-        self.run_dir = Path(config.run_dir)
-        # The W&B run id: restored from a checkpoint (before trackers open), else read from run_dir or created
-        # by the W&B tracker; stored in checkpoints so a resumed job continues the same W&B run.
-        self.tracking_run_id: str | None = None
         # Where the data stands after the last finished step: (epoch, samples of it consumed).
         self.start_step, self.position = 0, (0, 0)
         if resume is not None:
