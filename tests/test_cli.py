@@ -6,8 +6,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from support import REPO, RECIPES, env, run_cli
 
 CONFIG = RECIPES / "fashion_mnist_mlp.yaml"

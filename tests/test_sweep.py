@@ -3,7 +3,6 @@ the SLURM array script run the way SLURM runs it (bash with SLURM_ARRAY_TASK_ID)
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import random
 
-import pytest
-
 from checkpoint_support import assert_same_tensors, checkpoint_tensors, losses, train
 from support import assert_close_losses
 
@@ -71,13 +69,6 @@ def test_ddp_checkpoint_resumes_on_one_process_keeping_the_global_batch(tmp_path
     assert_close_losses(got, want, rel=1e-4)
 
 
-def _fsdp_available() -> bool:
-    from dist_train.strategies import STRATEGIES
-
-    return "fsdp" in STRATEGIES
-
-
-@pytest.mark.skipif(not _fsdp_available(), reason="the FSDP strategy is not in this tree (built on another branch)")
 def test_fsdp_two_process_checkpoint_resumes_on_one_process(tmp_path, references):
     ref = references.get("fsdp", "train.batch_size=8", "strategy=fsdp", nproc=2)
     run = tmp_path / "run"
