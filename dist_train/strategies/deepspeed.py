@@ -104,6 +104,9 @@ class DeepSpeedStrategy(Strategy):
     def check(self) -> None:
         super().check()
         check_passthrough(self.config.deepspeed.config)
+        if self.config.train.on_nan == "skip":
+            # The engine steps inside its own backward/step pair; there is no point at which to drop one update.
+            raise UsageError("train.on_nan: skip is not supported with strategy deepspeed; use stop")
         if self.device.type == "cpu":
             os.environ.setdefault("DS_ACCELERATOR", "cpu")  # skip DeepSpeed's accelerator probing
         import_deepspeed()

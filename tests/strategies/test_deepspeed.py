@@ -67,6 +67,12 @@ def test_unknown_zero_stage(tmp_path):
     assert not tmp_path.exists() or not any(tmp_path.iterdir())
 
 
+def test_on_nan_skip_is_refused_before_training(tmp_path):
+    result = run_cli("train", *REGRESSION, "train.on_nan=skip", f"run_dir={tmp_path}", check=False)
+    assert_usage_error(result, "train.on_nan: skip is not supported with strategy deepspeed; use stop")
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
 def test_contradicting_passthrough_key_exits_2(tmp_path):
     result = run_cli("train", *REGRESSION, "deepspeed.config.train_batch_size=1024", f"run_dir={tmp_path}",
                      check=False)
