@@ -18,7 +18,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -60,6 +59,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--run-dir", default="runs/bench_strategies",
+                        help="shared by all ranks (a checkpoint is one folder every rank writes into)")
     parser.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated; ddp always runs")
     args = parser.parse_args()
     names = ["ddp"] + [n for n in args.strategies.split(",") if n != "ddp"]
@@ -73,13 +74,13 @@ def main() -> None:
     device = torch.device("cpu")
     distributed.init(env, device)
     common = [f"train.max_steps={args.steps}", f"train.log_every={args.window}", f"train.eval_every={10 * args.steps}",
-              f"train.batch_size={args.batch_size}", f"model.hidden={args.hidden}"]
+              f"train.batch_size={args.batch_size}", f"model.hidden={args.hidden}",
+              "checkpoint.resume=never"]  # a rerun of the bench must train again, not resume the last one
     times: dict[str, list[float]] = {n: [] for n in names}
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        for repeat in range(args.repeats):
-            for name in names:
-                times[name].append(step_time([*common, *STRATEGIES[name]], tmp / f"{name}_{repeat}", env, device))
+    for repeat in range(args.repeats):
+        for name in names:
+            run_dir = Path(args.run_dir) / f"{name}_{repeat}"
+            times[name].append(step_time([*common, *STRATEGIES[name]], run_dir, env, device))
     ddp = statistics.median(times["ddp"]) or 1.0  # 0 on ranks other than 0, which print nothing
     distributed.print0(f"mlp_regression hidden={args.hidden}, batch {args.batch_size}/rank, 2 processes (gloo, cpu), "
                        f"{args.steps} steps, median over {args.repeats} trainings")
