@@ -126,8 +126,10 @@ def _run(cmd, timeout, check, env_extra) -> subprocess.CompletedProcess:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    with open(Path(run_dir) / "metrics.jsonl") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """Every record of a run's metrics.jsonl (strict: a malformed line fails the test)."""
+    from dist_train.tracking.jsonl import read_metrics as read_file
+
+    return read_file(Path(run_dir) / "metrics.jsonl")
 
 
 def train_losses(run_dir: Path) -> dict[int, float]:
