@@ -14,7 +14,6 @@ from torch import nn
 
 from dist_train.augment import AugmentConfig, BatchAugment
 from dist_train.config.schema import positive
-from dist_train.data import InMemoryDataset
 from dist_train.datasets import fashion_mnist
 from dist_train.metrics import F1, Accuracy
 from dist_train.recipe import Recipe
@@ -64,8 +63,7 @@ class FashionMnistConvNet(Recipe):
 
     def build_datasets(self):
         root = self.config.data.root or "data"
-        return (InMemoryDataset(*fashion_mnist.load(root, train=True)),
-                InMemoryDataset(*fashion_mnist.load(root, train=False)))
+        return fashion_mnist.train_and_test(root)
 
     def forward(self, model, batch):
         images = batch[0]

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 import torch.nn.functional as F
 from torch import nn
 
-from dist_train.data import InMemoryDataset
 from dist_train.datasets import fashion_mnist
 from dist_train.metrics import Accuracy
 from dist_train.recipe import Recipe
@@ -33,8 +32,7 @@ class FashionMnistMLP(Recipe):
 
     def build_datasets(self):
         root = self.config.data.root or "data"
-        return (InMemoryDataset(*fashion_mnist.load(root, train=True)),
-                InMemoryDataset(*fashion_mnist.load(root, train=False)))
+        return fashion_mnist.train_and_test(root)
 
     def loss(self, outputs, batch):
         return F.cross_entropy(outputs, batch[1])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 import os
 import pickle
 import struct
@@ -123,6 +124,13 @@ def _run(cmd, timeout, check, env_extra) -> subprocess.CompletedProcess:
             f"\n--- stderr\n{result.stderr[-4000:]}"
         )
     return result
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (bound and released), for launchers that need an explicit one."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

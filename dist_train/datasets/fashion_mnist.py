@@ -54,6 +54,13 @@ def load(root: str | os.PathLike, train: bool):
     return images, labels.long()
 
 
+def train_and_test(root: str | os.PathLike):
+    """(train, test) in-memory datasets of (image, label): what a Fashion-MNIST recipe's build_datasets returns."""
+    from dist_train.data import InMemoryDataset
+
+    return InMemoryDataset(*load(root, train=True)), InMemoryDataset(*load(root, train=False))
+
+
 def fetch(root: str | os.PathLike, download: bool = False) -> Path:
     """Put the four idx files under <root>/FashionMNIST/raw/; returns that folder."""
     target = raw_dir(root)

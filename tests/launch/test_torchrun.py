@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import sys
 import subprocess
 import time
 
 import pytest
 
-from support import REPO, RECIPES, TINY_RUN, assert_close_losses, env, run_cli, train_losses
+from support import RECIPES, REPO, TINY_RUN, assert_close_losses, env, free_port, run_cli, train_losses
 from dist_train.launch.torchrun import torchrun_prefix
 
 CONFIG = str(RECIPES / "fashion_mnist_mlp.yaml")
@@ -18,11 +17,6 @@ CONFIG = str(RECIPES / "fashion_mnist_mlp.yaml")
 def overrides(fashion_root, run_dir):
     return [f"data.root={fashion_root}", f"run_dir={run_dir}", *TINY_RUN]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_dry_run_single_node_is_standalone_torchrun():

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 from dist_train.config import load
 from dist_train.errors import UsageError
 from dist_train.strategies.deepspeed import check_passthrough, deepspeed_config
-from support import REPO, RECIPES, run_cli, run_command
+from support import RECIPES, REPO, free_port, run_cli, run_command
 from test_fsdp import FASHION_SHORT, check_fashion_run
 
 REGRESSION = [RECIPES / "mlp_regression.yaml", "strategy=deepspeed", "train.max_steps=3", "train.log_every=1",
@@ -94,11 +93,6 @@ def test_deepspeed_not_installed_names_the_install_command(tmp_path):
                        "DS_BUILD_OPS=0 pip install --no-build-isolation -c launch/constraints-cpu.txt "
                        "'dist-train[deepspeed]'")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_fashion_mnist_bf16_under_the_deepspeed_launcher(fashion_root, tmp_path):
