@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from dist_train.errors import UsageError, closest, one_of
+from dist_train.errors import UsageError, closest, key_text, one_line, one_of
 
 if TYPE_CHECKING:
     import torch
@@ -84,14 +84,14 @@ def resolve_recipe(name: str, base_dir: Path | None = None) -> type[Recipe]:
         if not (inspect.isclass(cls) and issubclass(cls, Recipe)):
             found = _recipe_classes(module)
             raise UsageError(
-                f"recipe: '{name}' has no Recipe subclass named '{class_name}'"
+                f"recipe: '{key_text(name, 200)}' has no Recipe subclass named '{key_text(class_name)}'"
                 + (f"; it defines: {one_of(c.__name__ for c in found)}" if found else "")
             )
         return cls
     available = builtin_recipes()
     if name not in available:
         raise UsageError(
-            f"recipe: unknown recipe '{name}'{closest(name, available)}; registered: {one_of(available)}, "
+            f"recipe: unknown recipe '{key_text(name, 200)}'{closest(name, available)}; registered: {one_of(available)}, "
             "or path/to/file.py:ClassName for your own"
         )
     module = _import_module(f"recipes.{name}", name)
@@ -133,7 +133,7 @@ def _find_file(target: str, base_dir: Path | None) -> Path:
     candidates = [Path(target)] + ([base_dir / target] if base_dir else [])
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
-        raise UsageError(f"recipe: file '{target}' not found (looked in the current directory"
+        raise UsageError(f"recipe: file '{key_text(target, 200)}' not found (looked in the current directory"
                          + (f" and {base_dir}" if base_dir else "") + ")")
     return path
 
@@ -151,7 +151,7 @@ def _import_target(target: str, name: str, base_dir: Path | None):
             spec.loader.exec_module(module)
         except Exception as e:
             del sys.modules[module_name]
-            raise UsageError(f"recipe: '{path}' failed to import: {type(e).__name__}: {e}") from None
+            raise UsageError(f"recipe: '{path}' failed to import: {type(e).__name__}: {one_line(e)}") from None
         return module
     return _import_module(target, name)
 
@@ -161,7 +161,7 @@ def _import_module(module_name: str, name: str):
         return importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         if e.name and module_name.startswith(e.name):
-            raise UsageError(f"recipe: module '{module_name}' for '{name}' not found") from None
-        raise UsageError(f"recipe: '{name}' failed to import: {type(e).__name__}: {e}") from None
+            raise UsageError(f"recipe: module '{key_text(module_name, 200)}' not found") from None
+        raise UsageError(f"recipe: '{key_text(name, 200)}' failed to import: {type(e).__name__}: {one_line(e)}") from None
     except Exception as e:
-        raise UsageError(f"recipe: '{name}' failed to import: {type(e).__name__}: {e}") from None
+        raise UsageError(f"recipe: '{key_text(name, 200)}' failed to import: {type(e).__name__}: {one_line(e)}") from None

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from dist_train import cluster, distributed, test_hooks
+from dist_train import cluster, distributed, run_dir_lock, test_hooks
 from dist_train.checkpoint import Checkpointer, Manifest, model_signature
 from dist_train.checkpoint.resume import data_position, keep_global_batch
 from dist_train.config import Config, resolved_dict, to_yaml
@@ -44,13 +44,17 @@ class RunResult:
 def run(config: Config) -> RunResult:
     env = cluster.detect()
     device = pick_device(config.train.device, env)
-    trainer = None
+    trainer = lock = None
     distributed.init(env, device)
     try:
+        # Before anything reads or writes run_dir (resume removes unfinished saves): one run per run_dir.
+        lock = run_dir_lock.acquire(config.run_dir, config.run_dir_lock.stale_after, env)
         trainer = Trainer(config, env, device)
         result = trainer.fit()
     finally:
         distributed.shutdown(release=trainer.release if trainer else None)
+        if lock is not None:
+            lock.release()  # last: the trackers have closed their files in run_dir
     if result.preempted:
         trainer.preemption.requeue()  # last: requeueing stops this job, so everything is closed first
     return result

@@ -1,8 +1,9 @@
 """The typed configuration: one dataclass per YAML section.
 
 A run is described by one YAML file plus `key=value` overrides; `dist_train.config.load` turns them into a `Config`
-and nothing downstream ever sees a raw dict. Field metadata carries the checks (`gt`, `ge`) that `typed.build`
-applies, so a bad value is reported with its dotted key. Recipes add their own sections (e.g. `model:`) through
+and nothing downstream ever sees a raw dict. Field metadata carries the checks (`gt`, `ge`, `lt`, `le`, `len`,
+`nonempty`) that `typed.build` applies on top of the rules every field gets (typed.py), so a bad value is reported
+with its dotted key. Recipes add their own sections (e.g. `model:`) through
 `Recipe.sections`; those land in `Config.sections` as instances of the recipe's dataclasses.
 """
 
@@ -20,6 +21,11 @@ def positive(default, **extra):
 
 def non_negative(default, **extra):
     return field(default=default, metadata={"ge": 0, **extra})
+
+
+def path(default):
+    """A file or folder name: '' would silently mean the current directory, so it is refused."""
+    return field(default=default, metadata={"nonempty": True})
 
 
 @dataclass
@@ -56,30 +62,33 @@ class OptimizerConfig:
     lr: float = positive(1.0e-3)
     weight_decay: float = non_negative(0.0)
     momentum: float = non_negative(0.0)  # sgd and rmsprop
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam and adamw
+    # adam and adamw: (beta1, beta2), each in [0, 1) as torch requires
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999], metadata={"len": 2, "ge": 0, "lt": 1})
 
 
 @dataclass
 class SchedulerConfig:
     name: Literal["constant", "cosine", "linear"] = "constant"
     warmup_steps: int = non_negative(0)
-    min_lr_ratio: float = non_negative(0.0)  # cosine/linear decay towards lr * min_lr_ratio at train.max_steps
+    min_lr_ratio: float = non_negative(0.0, le=1)  # cosine/linear decay towards lr * min_lr_ratio at train.max_steps
 
 
 @dataclass
 class DataConfig:
-    root: Optional[str] = None  # folder the recipe's dataset lives in (recipe default when null)
-    path: Optional[str] = None  # a single data file, for recipes that read one (e.g. a text file)
-    num_workers: int = non_negative(0)
+    root: Optional[str] = path(None)  # folder the recipe's dataset lives in (recipe default when null)
+    path: Optional[str] = path(None)  # a single data file, for recipes that read one (e.g. a text file)
+    # Loader processes per rank; the bound keeps a typo (1e6) from forking until the machine falls over.
+    num_workers: int = non_negative(0, le=1024)
 
 
 @dataclass
 class WandbConfig:
     """Present = on. Offline runs are written under run_dir/wandb and uploaded later with `wandb sync`."""
 
-    project: str = "dist-train"
-    entity: Optional[str] = None  # W&B user or team; null: the API key's default entity
-    name: Optional[str] = None  # display name; null: W&B picks one
+    project: str = field(default="dist-train", metadata={"nonempty": True})
+    # W&B user or team (null: the API key's default entity) and display name (null: W&B picks one)
+    entity: Optional[str] = field(default=None, metadata={"nonempty": True})
+    name: Optional[str] = field(default=None, metadata={"nonempty": True})
     tags: list[str] = field(default_factory=list)
     mode: Literal["online", "offline", "disabled"] = "online"
 
@@ -96,7 +105,7 @@ class TrackingConfig:
 class CheckpointConfig:
     every: Optional[int] = positive(None)  # save every N optimizer steps; null: only at the end of the run
     keep: Optional[int] = positive(3)  # newest complete checkpoints kept; null: keep all
-    resume: str = "auto"  # auto (newest complete one in run_dir), never, or the path of a step_<N> folder
+    resume: str = path("auto")  # auto (newest complete one in run_dir), never, or the path of a step_<N> folder
     # YAML key `async` (a Python keyword): write in a background thread while training goes on.
     async_save: bool = field(default=False, metadata={"key": "async"})
 
@@ -116,11 +125,22 @@ class DeepSpeedConfig:
 
 
 @dataclass
+class RunDirLockConfig:
+    """The lock that keeps a second run out of a run_dir in use (dist_train/run_dir_lock.py)."""
+
+    # Seconds without a heartbeat (the holder touches the lock every min(30, stale_after / 4) s) after which a lock
+    # held from another host counts as left by a dead run and is taken over. Keep it above the clock skew between
+    # the hosts sharing the file system. A holder gone from this host is taken over at once, whatever this says.
+    stale_after: float = field(default=600.0, metadata={"ge": 1})
+
+
+@dataclass
 class Config:
     recipe: str = "fashion_mnist_mlp"
     strategy: Literal["auto", "single", "ddp", "fsdp", "deepspeed"] = "auto"
-    seed: int = non_negative(0)
-    run_dir: str = "runs/default"
+    # numpy's seed range; the data order seeds torch with seed * 1_000_003 + epoch, well inside 64 bits
+    seed: int = non_negative(0, le=2**32 - 1)
+    run_dir: str = path("runs/default")
     train: TrainConfig = field(default_factory=TrainConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
@@ -129,6 +149,7 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     fsdp: FSDPConfig = field(default_factory=FSDPConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    run_dir_lock: RunDirLockConfig = field(default_factory=RunDirLockConfig)
     # The recipe's own sections (e.g. "model"), each an instance of the dataclass the recipe declares.
     sections: dict[str, Any] = field(default_factory=dict)
 
