@@ -238,11 +238,12 @@ def _remove_if_unchanged(path: Path, seen: bytes) -> bool:
             pass
         return False
     try:
-        if path.read_bytes() == seen:
-            path.unlink()
+        if path.read_bytes() != seen:
+            return False  # replaced by a run that got there first: look again
+        path.unlink()
         return True
     except FileNotFoundError:
-        return True
+        return False
     finally:
         os.close(fd)
         mutex.unlink(missing_ok=True)
