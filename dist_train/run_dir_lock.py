@@ -81,8 +81,9 @@ class Holder:
 class RunDirLock:
     """A held lock: heartbeats until `release()`."""
 
-    def __init__(self, path: Path, holder: Holder, heartbeat_s: float):
+    def __init__(self, path: Path, holder: Holder, heartbeat_s: float, created_dir: bool = False):
         self.path, self.holder, self.heartbeat_s = path, holder, heartbeat_s
+        self.created_dir = created_dir  # run_dir did not exist: a run that wrote nothing leaves nothing behind
         self.lost: str = ""  # set when another run took the lock over while this one still ran
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="run-dir-lock-heartbeat", daemon=True)
@@ -116,6 +117,8 @@ class RunDirLock:
         try:
             if self._still_mine():
                 self.path.unlink()
+            if self.created_dir and not any(self.path.parent.iterdir()):
+                self.path.parent.rmdir()
         except OSError:
             pass  # gone already, or the file system went away: nothing left to release
 
@@ -153,6 +156,7 @@ def _tell_others(outcome: list, env) -> None:
 def take(run_dir: Path, stale_after: float) -> RunDirLock:
     """Create run_dir/run.lock for this process, taking over a stale one; UsageError naming a live holder."""
     where = key_text(str(run_dir), 200)
+    created_dir = not run_dir.exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -164,7 +168,7 @@ def take(run_dir: Path, stale_after: float) -> RunDirLock:
     while time.monotonic() < deadline:
         try:
             _create_exclusive(path, record)
-            return RunDirLock(path, me, heartbeat_s=min(30.0, stale_after / 4))
+            return RunDirLock(path, me, heartbeat_s=min(30.0, stale_after / 4), created_dir=created_dir)
         except FileExistsError:
             pass
         except OSError as e:

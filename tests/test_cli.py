@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from support import REPO, RECIPES, env, run_cli
 
 CONFIG = RECIPES / "fashion_mnist_mlp.yaml"
@@ -76,3 +78,34 @@ def test_help_is_fast_and_imports_nothing_heavy():
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "dist_train", "--help"], cwd=REPO, env=env(), check=True, capture_output=True)
     assert time.perf_counter() - start < 5  # generous bound for a loaded CI box; the README figure is measured
+
+
+def bomb_config(path) -> str:
+    """480 bytes of YAML whose aliases stand for 10^8 items (the 'billion laughs' shape)."""
+    lines = ["recipe: mlp_regression", 'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"{n}: &{n} [" + ", ".join([f"*{p}"] * 10) + "]" for p, n in zip("abcdefg", "bcdefgh")]
+    path.write_text("\n".join(lines) + "\ndeepspeed: {config: {x: *h}}\n")
+    return str(path)
+
+
+# What the config fuzzer (tests/config/test_fuzz.py) checks in-process, through the real command: exit 2, at most
+# 3 lines naming the key (or file), the value shortened, no traceback, nothing written.
+@pytest.mark.parametrize("case", ["seed_2_70", "deep_override", "alias_bomb", "hidden_1e14"])
+def test_bad_config_gives_exit_2_and_a_short_error(tmp_path, case):
+    run_dir = tmp_path / "run"
+    config, extra, needle = RECIPES / "mlp_regression.yaml", [], ""
+    if case == "seed_2_70":
+        extra, needle = [f"seed={2**70}"], "seed: 1180591620717411303424 is out of range"
+    elif case == "deep_override":
+        extra, needle = ["dataset.noise=" + "[" * 800 + "]" * 800], "nested more than 32 levels deep"
+    elif case == "alias_bomb":
+        config, needle = bomb_config(tmp_path / "bomb.yaml"), "items once its aliases are expanded"
+    else:  # the recipe's build fails: one line naming the recipe and its sections
+        extra, needle = ["model.hidden=1.0e+14"], "recipe mlp_regression: build_model() failed: RuntimeError"
+    result = run_cli("train", config, f"run_dir={run_dir}", *extra, check=False)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert 1 <= len(lines) <= 3 and len(result.stderr) < 1000, result.stderr[:3000]
+    assert lines[0].startswith("dist-train: error: ") and needle in lines[0]
+    assert not run_dir.exists()  # nothing written, not even the run_dir

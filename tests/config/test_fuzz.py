@@ -27,6 +27,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dist_train.callbacks import BUILTIN, resolve_callback
 from dist_train.config import apply_overrides, from_dict, load, load_file
 from dist_train.config.schema import Config
 from dist_train.config.typed import type_hints
@@ -79,6 +80,9 @@ for _name in RECIPE_NAMES:
     for _section, _cls in resolve_recipe(_name).sections.items():
         KEYS += walk(_cls, _section, _name)
 BASE = {name: load_file(RECIPES / f"{name}.yaml") for name in RECIPE_NAMES}
+# The keys of each registered callback's own Config, as `callbacks: [{name: NAME, KEY: value}]` entries.
+CALLBACK_KEYS = [(name, key) for name in BUILTIN if (cls := resolve_callback(name, "callbacks[0]")).Config
+                 for key in walk(cls.Config, "", "mlp_regression")]
 
 
 def test_the_walk_finds_core_and_recipe_keys():
@@ -86,6 +90,7 @@ def test_the_walk_finds_core_and_recipe_keys():
     assert {"seed", "optimizer.betas", "deepspeed.zero_stage", "checkpoint.async", "train.early_stopping.patience",
             "tracking.wandb.project", "model.hidden", "dataset.n_train", "sample.temperature"} <= paths
     assert len(RECIPE_NAMES) >= 5 and len(KEYS) > 60
+    assert ("profiler", "start") in {(name, key.path) for name, key in CALLBACK_KEYS}
 
 
 # ------------------------------------------------------------------------------------------ the oracle
@@ -148,6 +153,9 @@ def conforming_config(config: Config) -> None:
     conforms(config, Config, {}, "config")
     for name, section in config.sections.items():
         conforms(section, type(section), {}, name)
+    for i, spec in enumerate(config.callbacks):
+        if spec.config is not None:
+            conforms(spec.config, type(spec.config), {}, f"callbacks[{i}]")
 
 
 def outcome(load_it, names: tuple[str, ...] | None) -> Config | str:
@@ -231,9 +239,17 @@ def valid(tp: Any, meta) -> st.SearchStrategy:
     return SCALARS
 
 
+def loosely_typed(tp) -> bool:
+    """Typed Any somewhere (e.g. `callbacks: list[Any]`): checked by code the schema does not describe, so the
+    fuzzer cannot know which values are valid, only that every value gets a run or one clean error."""
+    return tp is Any or any(loosely_typed(a) for a in typing.get_args(tp))
+
+
 def key_values(key: Key) -> st.SearchStrategy:
     if key.path == "recipe":  # another recipe does not take this recipe's sections: only hostile names
         return st.tuples(st.just(False), HOSTILE | st.sampled_from(["nope", "os:path", ":X", "a/b.py:C", "....:X"]))
+    if loosely_typed(key.tp) and not (typing.get_origin(key.tp) is dict):
+        return st.tuples(st.just(False), HOSTILE)
     bounds = [v for k, v in key.meta.items() if k in ("gt", "ge", "lt", "le")]
     edges = st.sampled_from([b + d for b in bounds for d in (-1, -1e-9, 0, 1e-9, 1)]) if bounds else st.nothing()
     return st.tuples(st.just(True), valid(key.tp, key.meta)) | st.tuples(st.just(False), HOSTILE | edges)
@@ -268,6 +284,18 @@ def test_any_value_of_any_key(key: Key, data):
         if not dataclasses.is_dataclass(key.tp) and not any(dataclasses.is_dataclass(a) for a in typing.get_args(key.tp)):
             got = typed_value(result, key.path)
             assert got == expected(value, key.tp) or (got != got and value != value), (key.path, value, got)
+
+
+@pytest.mark.parametrize("name, key", CALLBACK_KEYS, ids=lambda x: getattr(x, "path", x))
+@fuzz(20)
+@given(data=st.data())
+def test_any_value_of_any_callback_key(name, key: Key, data):
+    must_accept, value = data.draw(key_values(key))
+    raw = copy.deepcopy(BASE["mlp_regression"])
+    raw["callbacks"] = [{"name": name, key.path: value}]
+    result = outcome(lambda: from_dict(raw, base_dir=RECIPES), (f"callbacks[0].{key.path}", "callbacks[0]"))
+    if must_accept:
+        assert isinstance(result, Config), f"{name}: {key.path}={value!r} refused: {result}"
 
 
 DEEP = st.integers(MAX_DEPTH - 2, 600).map(lambda n: "[" * n + "]" * n)
