@@ -47,6 +47,7 @@ class RunResult:
     stopped: str = ""  # why a callback ended the run before train.max_steps (early stopping, a test's stop)
     complete_before: str = ""  # the run had already finished when this process started: nothing was trained
     elapsed_s: float = 0.0  # wall time of this process's run, set-up included
+    skipped_steps: int = 0  # optimizer steps dropped by train.on_nan=skip, resumes included
 
 
 def run(config: Config) -> RunResult:
@@ -148,6 +149,7 @@ class Trainer:
         # (step, loss tensor) of the steps since the last non-finite check: train.on_nan=stop reads them only at
         # log and save steps, so detection costs no device op and no host sync per step.
         self.unchecked_losses: list[tuple[int, torch.Tensor]] = []
+        self.skipped_in_a_row = 0  # train.on_nan=skip: steps skipped since the last applied one (this process)
 
     def _finished_message(self) -> str:
         step, max_steps = self.state.step, self.config.train.max_steps
@@ -243,8 +245,11 @@ class Trainer:
                 if distributed.any_across_ranks(not bool(torch.isfinite(step_loss)), self.device):
                     strategy.skip_step()
                     state.skipped_steps += 1
+                    self.skipped_in_a_row += 1
                     distributed.print0(f"step {step}: non-finite loss on some rank; optimizer step skipped")
+                    self.raise_if_skipping_too_much(step)
                 else:
+                    self.skipped_in_a_row = 0
                     grad_norm = strategy.step()
             else:
                 self.unchecked_losses.append((step, step_loss))  # `stop`: checked at the next log/save step
@@ -268,7 +273,7 @@ class Trainer:
                 result.eval = self.evaluate(step)
                 self.trackers.log({f"eval/{k}": v for k, v in result.eval.items()}, step)
                 meter.restart()  # keep eval time out of the throughput figures
-            result.steps = step
+            result.steps, result.skipped_steps = step, state.skipped_steps
             if step == train.max_steps or self.stop_reason:
                 if self.stop_reason:
                     distributed.print0(self.stop_reason)
@@ -342,6 +347,23 @@ class Trainer:
                                on_saved=lambda path: self.callbacks.on_checkpoint_saved(self, step, path))
         if blocking:
             self.checkpointer.wait()
+
+    def raise_if_skipping_too_much(self, step: int) -> None:
+        """train.on_nan=skip ends the run like `stop` once more steps were skipped than train.max_*skipped_steps
+        allow; every rank counts the same all-reduced flags, so all of them stop here alike."""
+        train, skipped, in_a_row = self.config.train, self.state.skipped_steps, self.skipped_in_a_row
+        if train.max_consecutive_skipped_steps is not None and in_a_row > train.max_consecutive_skipped_steps:
+            why, key = f"{in_a_row} steps in a row (steps {step - in_a_row + 1}-{step})", "max_consecutive_skipped_steps"
+        elif train.max_skipped_steps is not None and skipped > train.max_skipped_steps:
+            why, key = f"{skipped} steps in all", "max_skipped_steps"
+        else:
+            return
+        done = self.checkpointer.complete()
+        raise RunError(
+            f"train.on_nan=skip: the loss was not finite (nan/inf) for {why}, more than train.{key}="
+            f"{getattr(train, key)}; stopped at step {step} with {skipped} of {step} steps skipped, without saving "
+            f"(last checkpoint: {done[-1] if done else 'none'}). Lower optimizer.lr or enable train.clip_grad_norm"
+        )
 
     def raise_if_diverged(self) -> None:
         """train.on_nan=stop: end the run on every rank alike if any rank saw a non-finite loss."""

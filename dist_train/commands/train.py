@@ -19,7 +19,8 @@ def main(args) -> int:
 
     if result.preempted or result.complete_before:
         return 0  # preempted: checkpoint saved (and job requeued under SLURM), see dist_train.preemption
-    summary = f"done: {result.steps} steps in {format_duration(result.elapsed_s)}, loss {result.last_loss:.4f}"
+    skipped = f" ({result.skipped_steps} skipped: non-finite loss)" if result.skipped_steps else ""
+    summary = f"done: {result.steps} steps{skipped} in {format_duration(result.elapsed_s)}, loss {result.last_loss:.4f}"
     if result.eval:
         summary += " | eval " + ", ".join(f"{k} {v:.4f}" for k, v in result.eval.items())
     distributed.print0(summary)

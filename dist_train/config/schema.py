@@ -50,6 +50,10 @@ class TrainConfig:
     # A non-finite loss: `stop` ends the run with an error naming the step (no checkpoint of the bad state is
     # written); `skip` drops that optimizer step on every rank and logs it.
     on_nan: Literal["stop", "skip"] = "stop"
+    # `skip` gives up, ending the run like `stop`, once more steps than these were skipped in a row / in all
+    # (resumes included); null: no limit. A run skipping step after step has diverged; skipping hides it.
+    max_consecutive_skipped_steps: Optional[int] = positive(10)
+    max_skipped_steps: Optional[int] = positive(100)
     compile: bool = False  # torch.compile the model (each FSDP unit under fsdp)
     l1: float = non_negative(0.0)  # L1 penalty weight: loss + l1 * sum|w| over trainable parameters
     ema: Optional[float] = field(default=None, metadata={"gt": 0, "lt": 1})  # decay of an EMA of weights; eval uses it
