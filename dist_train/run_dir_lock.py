@@ -168,7 +168,8 @@ def take(run_dir: Path, stale_after: float) -> RunDirLock:
     while time.monotonic() < deadline:
         try:
             _create_exclusive(path, record)
-            return RunDirLock(path, me, heartbeat_s=min(30.0, stale_after / 4), created_dir=created_dir)
+            heartbeat_s = max(0.25, min(30.0, stale_after / 4))
+            return RunDirLock(path, me, heartbeat_s=heartbeat_s, created_dir=created_dir)
         except FileExistsError:
             pass
         except OSError as e:
