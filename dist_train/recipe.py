@@ -121,7 +121,8 @@ def resolve_recipe(name: str, base_dir: Path | None = None) -> type[Recipe]:
     available = builtin_recipes()
     if name not in available:
         raise UsageError(
-            f"recipe: unknown recipe '{key_text(name, 200)}'{closest(name, available)}; registered: {one_of(available)}, "
+            f"recipe: unknown recipe '{key_text(name, 200)}'{closest(name, available)}; registered: "
+            f"{one_of(available)}, "
             "or path/to/file.py:ClassName for your own"
         )
     module = _import_module(f"recipes.{name}", name)
@@ -195,6 +196,10 @@ def _import_module(module_name: str, name: str, what: str = "recipe"):
     except ModuleNotFoundError as e:
         if e.name and module_name.startswith(e.name):
             raise UsageError(f"{what}: module '{key_text(module_name, 200)}' not found") from None
-        raise UsageError(f"{what}: '{key_text(name, 200)}' failed to import: {type(e).__name__}: {one_line(e)}") from None
+        raise _import_failed(what, name, e) from None
     except Exception as e:
-        raise UsageError(f"{what}: '{key_text(name, 200)}' failed to import: {type(e).__name__}: {one_line(e)}") from None
+        raise _import_failed(what, name, e) from None
+
+
+def _import_failed(what: str, name: str, e: Exception) -> UsageError:
+    return UsageError(f"{what}: '{key_text(name, 200)}' failed to import: {type(e).__name__}: {one_line(e)}")

@@ -64,12 +64,18 @@ class Holder:
 
     @classmethod
     def parse(cls, data: bytes) -> "Holder | None":
+        """The record of a lock file, or None when it is not one (half-written, or not ours to trust)."""
         try:
             fields = json.loads(data.decode("utf-8"))
             holder = cls(**{k: v for k, v in fields.items() if k in cls.__dataclass_fields__})
         except (ValueError, TypeError, AttributeError):
             return None
-        return holder if isinstance(holder.host, str) and isinstance(holder.pid, int) else None
+        ints = (holder.pid, holder.slurm_restart_count)
+        texts = (holder.slurm_job_id, holder.slurm_cluster, holder.pid_start, holder.pid_namespace, holder.boot_id)
+        if not (isinstance(holder.host, str) and all(type(v) is int for v in ints)
+                and all(v is None or isinstance(v, str) for v in texts)):
+            return None
+        return holder
 
     def describe(self) -> str:
         job = f", SLURM job {self.slurm_job_id}" if self.slurm_job_id else ""
@@ -92,8 +98,10 @@ class RunDirLock:
     def _still_mine(self) -> bool:
         try:
             current = Holder.parse(self.path.read_bytes())
-        except OSError:
+        except FileNotFoundError:
             current = None
+        except OSError:
+            return True  # a file-system hiccup says nothing about who holds it
         if current is not None and current.token == self.holder.token:
             return True
         if not self.lost:
@@ -187,7 +195,8 @@ def take(run_dir: Path, stale_after: float) -> RunDirLock:
         reason = stale_reason(holder, age, me, stale_after)
         if reason is None:
             raise UsageError(
-                f"run_dir: '{where}' is in use by another run ({holder.describe()}, heartbeat {age:.0f} s ago); "
+                f"run_dir: '{where}' is in use by another run ({holder.describe()}, heartbeat {max(age, 0):.0f} s "
+                "ago); "
                 f"wait for it to end or give another run_dir (a lock is taken over once its process is gone from "
                 f"this host, or its heartbeat is older than run_dir_lock.stale_after={stale_after:g} s)"
             )

@@ -353,7 +353,8 @@ class Trainer:
         allow; every rank counts the same all-reduced flags, so all of them stop here alike."""
         train, skipped, in_a_row = self.config.train, self.state.skipped_steps, self.skipped_in_a_row
         if train.max_consecutive_skipped_steps is not None and in_a_row > train.max_consecutive_skipped_steps:
-            why, key = f"{in_a_row} steps in a row (steps {step - in_a_row + 1}-{step})", "max_consecutive_skipped_steps"
+            why = f"{in_a_row} steps in a row (steps {step - in_a_row + 1}-{step})"
+            key = "max_consecutive_skipped_steps"
         elif train.max_skipped_steps is not None and skipped > train.max_skipped_steps:
             why, key = f"{skipped} steps in all", "max_skipped_steps"
         else:

@@ -115,7 +115,8 @@ def resolve_callback(name: str, key: str, base_dir: Path | None = None) -> type[
                          f"got {shown(name)}")
     if ":" not in name:
         if name not in BUILTIN:
-            raise UsageError(f"{key}.name: unknown callback '{key_text(name, 200)}'{closest(name, BUILTIN)}; registered: "
+            raise UsageError(f"{key}.name: unknown callback '{key_text(name, 200)}'{closest(name, BUILTIN)}; "
+                             "registered: "
                              f"{one_of(BUILTIN)}, or path/to/file.py:ClassName for your own")
         name = BUILTIN[name]
     target, _, class_name = name.rpartition(":")
@@ -157,12 +158,14 @@ def callback_specs(raw: Any, base_dir: Path | None) -> list[CallbackSpec]:
     for i, entry in enumerate(raw):
         key = f"callbacks[{i}]"
         if not isinstance(entry, dict) or "name" not in entry:
-            raise UsageError(f"{key}: expected a mapping with a name, e.g. {{name: profiler, start: 10}}, got {shown(entry)}")
+            raise UsageError(f"{key}: expected a mapping with a name, e.g. {{name: profiler, start: 10}}, got "
+                             f"{shown(entry)}")
         args = {k: v for k, v in entry.items() if k != "name"}
         cls = resolve_callback(entry["name"], key, base_dir)
         if cls.Config is None:
             if args:
-                raise UsageError(f"{key}: callback {key_text(entry['name'], 200)} takes no keys, got {shown(list(args))}")
+                raise UsageError(f"{key}: callback {key_text(entry['name'], 200)} takes no keys, got "
+                                 f"{shown(list(args))}")
             config = None
         else:
             config = build(cls.Config, args, key)

@@ -114,7 +114,8 @@ def from_dict(raw: dict, base_dir: Path | None = None) -> Config:
     for name in raw:
         if name not in core_keys:
             valid = core_keys + ["callbacks"] + list(section_types)
-            raise UsageError(f"{key_text(name)}: unknown key{closest(name, valid)}; valid top-level keys: {one_of(valid)}")
+            raise UsageError(f"{key_text(name)}: unknown key{closest(name, valid)}; valid top-level keys: "
+                             f"{one_of(valid)}")
     config.recipe = canonical_name(recipe_name, base_dir)
     config.sections = sections
     config.callbacks = callback_specs(callbacks, base_dir)

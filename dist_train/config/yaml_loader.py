@@ -51,7 +51,8 @@ class _Loader(yaml.SafeLoader):
                 if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
                     ident = (key_node.tag, key_node.value)
                     if ident in seen:
-                        raise YamlRefused(f"{_line(key_node)}duplicate key '{key_node.value[:100]}' (give each key once)")
+                        raise YamlRefused(f"{_line(key_node)}duplicate key '{key_node.value[:100]}' "
+                                          "(give each key once)")
                     seen.add(ident)
         return super().construct_mapping(node, deep=deep)
 
@@ -94,7 +95,8 @@ def _check_expanded(root) -> None:
                 raise YamlRefused(f"{_line(node)}the value holds more than {MAX_NODES:,} items once its aliases are "
                                   "expanded (a config has a few hundred)")
             if depth > MAX_DEPTH:
-                raise YamlRefused(f"{_line(node)}nested more than {MAX_DEPTH} levels deep once its aliases are expanded")
+                raise YamlRefused(f"{_line(node)}nested more than {MAX_DEPTH} levels deep once its aliases are "
+                                  "expanded")
             measured[nid] = (nodes, depth)
             continue
         if nid in measured:

@@ -44,7 +44,8 @@ def test_skip_gives_up_after_too_many_steps_in_a_row(tmp_path):
     assert re.fullmatch(
         r"dist-train: error: train\.on_nan=skip: the loss was not finite \(nan/inf\) for 11 steps in a row \(steps "
         r"(\d+)-(\d+)\), more than train\.max_consecutive_skipped_steps=10; stopped at step \2 with (\d+) of \2 steps "
-        r"skipped, without saving \(last checkpoint: .*\)\. Lower optimizer\.lr or enable train\.clip_grad_norm", last), last
+        r"skipped, without saving \(last checkpoint: .*\)\. Lower optimizer\.lr or enable train\.clip_grad_norm",
+        last), last
     assert int(re.search(r"stopped at step (\d+)", last).group(1)) < 30
 
 
@@ -53,7 +54,7 @@ def test_skip_gives_up_after_too_many_steps_in_all(tmp_path):
     result = train(run, RECIPE, "nan.steps=[2, 4, 6, 8]", "train.on_nan=skip", "train.max_skipped_steps=3", check=False)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("dist-train: error: train.on_nan=skip: the loss was not finite (nan/inf) for 4 steps in all, "
-                           "more than train.max_skipped_steps=3; stopped at step 8 with 4 of 8 steps skipped, without "
-                           f"saving (last checkpoint: {run / 'checkpoints' / 'step_5'})")
+    assert last.startswith("dist-train: error: train.on_nan=skip: the loss was not finite (nan/inf) for 4 steps in "
+                           "all, more than train.max_skipped_steps=3; stopped at step 8 with 4 of 8 steps skipped, "
+                           f"without saving (last checkpoint: {run / 'checkpoints' / 'step_5'})")
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_5"]

@@ -202,7 +202,8 @@ NUMBERS = st.floats() | st.integers() | BIG_INTS | st.sampled_from([0.0, -0.0, 1
 SCALARS = st.none() | st.booleans() | NUMBERS | st.text(max_size=20) | NASTY_TEXT
 NESTED = st.recursive(
     SCALARS,
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8) | st.integers(0, 3), inner, max_size=4),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8) | st.integers(0, 3), inner,
+                                                                max_size=4),
     max_leaves=16,
 )
 BIG = st.integers(100, 300).map(lambda n: list(range(n)))  # one draw, not hundreds; rare: YAML parsing is slow
@@ -281,7 +282,7 @@ def test_any_value_of_any_key(key: Key, data):
     result = override(key, as_yaml(value))
     if must_accept:
         assert isinstance(result, Config), f"{key.path}={as_yaml(value)} refused: {result}"
-        if not dataclasses.is_dataclass(key.tp) and not any(dataclasses.is_dataclass(a) for a in typing.get_args(key.tp)):
+        if not any(dataclasses.is_dataclass(t) for t in (key.tp, *typing.get_args(key.tp))):
             got = typed_value(result, key.path)
             assert got == expected(value, key.tp) or (got != got and value != value), (key.path, value, got)
 
@@ -300,11 +301,11 @@ def test_any_value_of_any_callback_key(name, key: Key, data):
 
 DEEP = st.integers(MAX_DEPTH - 2, 600).map(lambda n: "[" * n + "]" * n)
 BOMB = st.integers(3, 9).map(
-    lambda n: "[" + ", ".join([f"&a0 [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"]
+    lambda n: "[" + ", ".join(["&a0 [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"]
                               + [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, n)]) + "]"
 )
-RAW_TEXT = st.text(max_size=60) | DEEP | BOMB | st.sampled_from(["&a [*a]", "{a: 1, a: 2}", "!!python/object:os.system x",
-                                                                   "!!binary Zm9v", "9" * 5000, "[1, 2", "'a", "*x"])
+RAW_TEXT = st.text(max_size=60) | DEEP | BOMB | st.sampled_from(
+    ["&a [*a]", "{a: 1, a: 2}", "!!python/object:os.system x", "!!binary Zm9v", "9" * 5000, "[1, 2", "'a", "*x"])
 
 
 @pytest.mark.parametrize("key", [k for k in KEYS if k.path.count(".") <= 1][::3], ids=str)

@@ -142,7 +142,8 @@ def test_numbers_written_as_text_are_numbers():
 
 
 def test_nul_byte_in_a_path_and_newline_in_a_key_of_the_file(tmp_path):
-    assert "run_dir: contains a NUL byte ('a\\x00b')" in error(write(tmp_path, 'recipe: mlp_regression\nrun_dir: "a\\0b"\n'))
+    nul = write(tmp_path, 'recipe: mlp_regression\nrun_dir: "a\\0b"\n')
+    assert "run_dir: contains a NUL byte ('a\\x00b')" in error(nul)
     msg = error(write(tmp_path, 'recipe: mlp_regression\ntrain: {"max\\nsteps": 5}\n'))
     assert msg.startswith("train.'max\\nsteps': unknown key")
 

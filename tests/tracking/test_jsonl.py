@@ -38,9 +38,9 @@ def test_full_disk_while_writing_metrics_stops_with_one_line_and_keeps_the_check
             assert failed.returncode == 1, failed.stderr[-3000:]
             [line] = failed.stderr.strip().splitlines()
             match = re.fullmatch(
-                rf"dist-train: error: metrics: writing {re.escape(str(run / 'metrics.jsonl'))} failed at step (\d+): No "
-                r"space left on device; the run stops \(its checkpoints are intact: free the space and run the same "
-                r"command again to resume\)", line)
+                rf"dist-train: error: metrics: writing {re.escape(str(run / 'metrics.jsonl'))} failed at step "
+                r"(\d+): No space left on device; the run stops \(its checkpoints are intact: free the space and run "
+                r"the same command again to resume\)", line)
             assert match, line
             stopped_at = int(match.group(1))
             assert 6 <= stopped_at < 60
