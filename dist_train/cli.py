@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a checkpoint folder, e.g. runs/x/checkpoints/step_1000")
     p.add_argument("--format", required=True, choices=["torchscript", "onnx", "state_dict"], help="output format")
     p.add_argument("--out", help="output file (default: RUN_DIR/export/step_<N>.<ext>)")
+    p.add_argument("--recipe", help="recipe to rebuild the model with (needed when the checkpoint names a file: "
+                                    "a checkpoint never chooses the code that runs)")
     p.set_defaults(handler="dist_train.commands.export:main")
 
     p = sub.add_parser("sweep", help="run a hyper-parameter sweep and rank the trials by an eval metric")

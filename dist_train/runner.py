@@ -228,7 +228,7 @@ class Trainer:
             if every and step % every == 0:
                 self.save_checkpoint(step, blocking=False)
                 meter.restart()  # keep the save out of the throughput figures
-        self.checkpointer.wait()
+        self.checkpointer.close()  # pending commit, every rank's files flushed, keep-N applied
         self._finish(result)
         return result
 
@@ -265,11 +265,19 @@ class Trainer:
         manifest = Manifest(
             step=step, recipe=self.config.recipe, model=self.model_signature, world_size=self.env.world_size,
             batch_size=self.layout.batch_size, grad_accum=self.layout.grad_accum,
-            global_batch=self.layout.global_batch, strategy=self.strategy.name, config=resolved_dict(self.config),
+            global_batch=self.layout.global_batch, strategy=self.strategy.name, config=self._resolved_config(),
         )
         self.checkpointer.save(step, self.strategy, client_state, manifest, blocking=blocking)
         if blocking:
             self.checkpointer.wait()
+        # What the save cost the loop (async: the copy to CPU memory), for goodput; one record per save.
+        self.trackers.log({"checkpoint_stall_s": self.checkpointer.last_stall_s}, step)
+
+    def _resolved_config(self) -> dict:
+        # The config does not change once training runs; resolving it (a YAML round trip) took ~20 ms per save.
+        if getattr(self, "_resolved", None) is None:
+            self._resolved = resolved_dict(self.config)
+        return self._resolved
 
     def raise_if_diverged(self) -> None:
         """train.on_nan=stop: end the run on every rank alike if any rank saw a non-finite loss."""

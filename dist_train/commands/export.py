@@ -2,7 +2,8 @@
 
 Works in one process on a checkpoint written by any strategy and world size: the model is rebuilt from the config
 saved in the checkpoint's manifest, and the strategy that wrote it loads the weights into that plain model (DCP
-assembles full tensors from the shards). TorchScript and ONNX need an example input: the first two samples of the
+assembles full tensors from the shards); dist_train.checkpoint.offline does that, importing only a registered
+recipe or the one given with `--recipe`, never a file the checkpoint names. TorchScript and ONNX need an example input: the first two samples of the
 recipe's eval (else train) dataset, passed as `model(batch[0])`, the recipe default forward; the batch dimension
 stays dynamic.
 """
@@ -18,28 +19,19 @@ SUFFIX = {"torchscript": ".torchscript.pt", "onnx": ".onnx", "state_dict": ".sta
 
 
 def main(args) -> int:
-    from dist_train.checkpoint.manifest import InvalidCheckpoint, verify
-
-    directory = Path(args.checkpoint)
-    if not directory.is_dir():
-        raise UsageError(f"export: checkpoint '{directory}' is not a folder; give run_dir/checkpoints/step_<N>")
-    try:
-        manifest = verify(directory)
-    except InvalidCheckpoint as e:
-        raise UsageError(f"export: '{directory}' is not a usable checkpoint: {e}") from None
-    out = Path(args.out) if args.out else directory.parent.parent / "export" / f"step_{manifest.step}{SUFFIX[args.format]}"
-
     import torch
 
-    from dist_train.config import from_dict
-    from dist_train.recipe import resolve_recipe
-    from dist_train.strategies import strategy_class
+    from dist_train.checkpoint.offline import open_checkpoint
+    from dist_train.checkpoint.storage import is_url
 
-    config = from_dict(manifest.config)
-    recipe = resolve_recipe(config.recipe)(config)
-    model = recipe.build_model()
-    strategy_class(manifest.strategy).load_consolidated(directory, model)
-    model.eval()
+    opened = open_checkpoint(args.checkpoint, getattr(args, "recipe", None), "export")
+    manifest, recipe, model = opened.manifest, opened.recipe, opened.model
+    if args.out:
+        out = Path(args.out)
+    elif is_url(args.checkpoint):
+        raise UsageError("export: --out is needed for a checkpoint on an object store (the default is next to the run)")
+    else:
+        out = Path(args.checkpoint).parent.parent / "export" / f"step_{manifest.step}{SUFFIX[args.format]}"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         if args.format == "state_dict":
