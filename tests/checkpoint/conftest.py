@@ -26,3 +26,11 @@ class References:
 @pytest.fixture(scope="session")
 def references(tmp_path_factory) -> References:
     return References(tmp_path_factory.mktemp("references"))
+
+
+@pytest.fixture(scope="session")
+def saved_run(tmp_path_factory) -> Path:
+    """A finished 10-step run with checkpoints step_5 and step_10, for tests that copy and tamper with it."""
+    run_dir = tmp_path_factory.mktemp("saved") / "run"
+    train(run_dir, "train.max_steps=10")
+    return run_dir
