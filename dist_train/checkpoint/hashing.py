@@ -103,16 +103,18 @@ class HashingFileSystem:
 class _HashingWriter:
     """Mixed into DCP's FileSystemWriter/FsspecWriter."""
 
-    def _hash_into(self, local: dict[str, Digest]) -> None:
-        self.local_digests = local  # what this rank wrote (its `put` files too)
+    def _hash_into(self, target: "SaveTarget") -> None:
+        self.target = target
+        self.local_digests = target.local  # what this rank wrote (its `put` files too)
         self.digests: dict[str, Digest] | None = None  # on the coordinator after finish: every rank's files
-        self.fs = HashingFileSystem(self.fs, self.path, local)
+        self.fs = HashingFileSystem(self.fs, self.path, target.local)
 
     def write_data(self, plan, planner):
         from torch.distributed.checkpoint.metadata import MetadataIndex
         from torch.distributed.checkpoint.storage import WriteResult
         from torch.futures import Future
 
+        self.target.write_pending()  # this rank's small files, here so that an async save writes them in its thread
         results = super().write_data(plan, planner).value()
         done: Future = Future()
         done.set_result([*results, WriteResult(MetadataIndex(_DIGESTS), 0, dict(self.local_digests))])
@@ -145,24 +147,31 @@ class SaveTarget:
     def __init__(self, storage: Storage, location: Location):
         self.storage, self.location = storage, location
         self.local: dict[str, Digest] = {}
+        self.pending: list[tuple[str, memoryview]] = []
         self.writer = None
 
     def path(self, rel: str) -> Location:
         return self.storage.join(self.location, rel)
 
     def put(self, rel: str, obj) -> None:
-        """torch.save `obj` as `rel`, hashed from the bytes written."""
+        """torch.save `obj` as `rel` (serialized now, so later changes to `obj` do not matter), hashed from the
+        bytes written. Written by the DCP writer if one is used (in its background thread when async), else by
+        `write_pending()`."""
         buffer = io.BytesIO()
         torch.save(obj, buffer)
-        data = buffer.getbuffer()
-        self.storage.write_bytes(self.path(rel), data)
-        self.local[rel] = digest_of(data)
+        self.pending.append((rel, buffer.getbuffer()))
+
+    def write_pending(self) -> None:
+        while self.pending:
+            rel, data = self.pending.pop(0)
+            self.storage.write_bytes(self.path(rel), data)
+            self.local[rel] = digest_of(data)
 
     def dcp_writer(self):
         """DCP's storage writer for this folder, hashing as it writes. No fsync here: the checkpointer makes the
         files durable after the commit, off the training thread (manager.py says why that is safe)."""
         self.writer = _writer_class(is_url(self.location))(self.location, sync_files=False)
-        self.writer._hash_into(self.local)
+        self.writer._hash_into(self)
         return self.writer
 
     @property

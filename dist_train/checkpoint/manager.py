@@ -141,27 +141,24 @@ class Checkpointer:
         self._agree(failure, step, location)
         if self.env.is_main and self._prune_due:
             self._prune()
+        target.put(f"rng_rank{self.env.rank}.pt", rng.capture())
+        background = self.cfg.async_save and not blocking
         try:
-            target.put(f"rng_rank{self.env.rank}.pt", rng.capture())
-        except OSError as e:
+            if background:
+                future = strategy.async_save_checkpoint(target, client_state, self.group)
+            else:
+                strategy.save_checkpoint(target, client_state)
+            if target.writer is None:
+                target.write_pending()  # no DCP writer wrote them: a strategy that writes its files itself
+        except FAILURES as e:
             failure = e
         self._agree(failure, step, location)
-        if self.cfg.async_save and not blocking:
-            try:
-                future = strategy.async_save_checkpoint(target, client_state, self.group)
-            except FAILURES as e:
-                failure = e
-            self._agree(failure, step, location)
+        if background and target.writer is not None:  # DCP writes on in its thread; the commit follows there
             self._committed.clear()
             self._commit_error = None
             future.add_done_callback(lambda f: self._finish_async(f, step, target, manifest))
             self._pending = (future, step, target)
             return
-        try:
-            strategy.save_checkpoint(target, client_state)
-        except FAILURES as e:
-            failure = e
-        self._agree(failure, step, location)
         digests = target.merged if target.writer is not None else self._hash_shares(target, step)
         self.kill_point.reached("commit", step)
         try:
@@ -217,10 +214,10 @@ class Checkpointer:
             if self._commit_error and failure is None:
                 failure = OSError(self._commit_error)
             self._agree(failure, step, target.location)
-        if prune and self._prune_due:
+        if prune:
             self._settle()
             distributed.barrier()  # every rank's files are flushed
-            if self.env.is_main:
+            if self.env.is_main and self._prune_due:
                 self._prune()
 
     def _finish_async(self, future: Future, step: int, target: SaveTarget, manifest: Manifest) -> None:
@@ -248,7 +245,7 @@ class Checkpointer:
             self.storage.rename(target.location, final)
             self.storage.remove(old)
         target.local[MANIFEST] = digest_of(data)
-        self._prune_due = True
+        self._prune_due = True  # rank 0 only: applied once every rank has flushed (next save, or close)
 
     def _flush_in_background(self, target: SaveTarget, final: Location) -> None:
         self._settle()
@@ -264,7 +261,6 @@ class Checkpointer:
             self.storage.make_durable(files + ([final, self.root] if self.env.is_main else []))
         except OSError:
             pass  # a file pruned meanwhile; durability is best effort, the checksums catch the rest
-        self._prune_due = True
 
     def _settle(self) -> None:
         if self._flushing is not None:

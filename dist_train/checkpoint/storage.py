@@ -179,10 +179,15 @@ class FsspecStorage(Storage):
 
     def remove(self, location, first=None):
         try:
-            if first is not None and self.fs.exists(self.join(location, first)):
-                self.fs.rm(self.join(location, first))
-            if self.fs.exists(self._fresh(location)):
-                self.fs.rm(location, recursive=True)
-        except (OSError, FileNotFoundError):
+            if not self.fs.exists(self._fresh(location)):
+                return  # one request in the common case: nothing there
+            if first is not None:
+                try:
+                    self.fs.rm(self.join(location, first))
+                except FileNotFoundError:
+                    pass
+            self.fs.rm(location, recursive=True)
+        except OSError:
             pass
-        self.fs.invalidate_cache(location)
+        finally:
+            self.fs.invalidate_cache(location)
