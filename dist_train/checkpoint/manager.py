@@ -1,7 +1,9 @@
 """The checkpoint folder of a run: save with an atomic commit, keep N, pick what to resume from, load.
 
-Layout: <checkpoint.dir, default run_dir/checkpoints>/step_<N>/ holds what the strategy wrote (DCP shards, or a
-DeepSpeed engine's files), `trainer_state.pt`, one `rng_rank<R>.pt` per rank, and `checkpoint.json` (manifest.py).
+Layout: <checkpoint.dir, default run_dir/checkpoints>/step_<N>/ holds what the strategy wrote (DCP shards and
+`strategy_state.pt`, or a DeepSpeed engine's files), the trainer's state (`trainer_state.pt`,
+dist_train.train_state.TrainState: written by rank 0, the same on every rank), one `rng_rank<R>.pt` per rank (its
+random generators and the per-rank part of the trainer's state), and `checkpoint.json` (manifest.py).
 Each rank hashes what it writes while writing it (hashing.py); rank 0 merges the digests into the manifest, writes
 it, and commits: on a local or shared folder the save went into `.tmp-step_<N>/` and the rename to `step_<N>` is
 the commit (atomic on POSIX file systems); on an object store the manifest, written last, is (storage.py). A crash
@@ -23,7 +25,7 @@ import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.distributed.checkpoint.api import CheckpointException
@@ -37,9 +39,10 @@ from dist_train.checkpoint.storage import Location, open_storage
 from dist_train.cluster import DistEnv
 from dist_train.config.schema import CheckpointConfig
 from dist_train.errors import RunError, UsageError
-from dist_train.test_hooks import KillPoint
+from dist_train.train_state import TrainState
 
 TMP_PREFIX = ".tmp-"
+TRAINER_STATE = "trainer_state.pt"
 # What a failed save raises: DCP gathers every rank's error into a CheckpointException, a BaseException subclass.
 FAILURES = (Exception, CheckpointException)
 
@@ -49,8 +52,7 @@ class Checkpointer:
         self.cfg, self.env = cfg, env
         self.storage = open_storage(cfg.dir if getattr(cfg, "dir", None) else Path(root))
         self.root = self.storage.root
-        self.kill_point = KillPoint(env.rank, env.restart_count)
-        self._pending: tuple[Future, int, SaveTarget] | None = None  # an async save not yet committed
+        self._pending: tuple[Future, int, SaveTarget, Callable] | None = None  # an async save not yet committed
         self._committed = threading.Event()
         self._commit_error: str | None = None
         self._flushing: threading.Thread | None = None  # this rank's fsync of its last save's files
@@ -90,9 +92,9 @@ class Checkpointer:
                 print(f"checkpoint: removing unfinished save {path}", flush=True)
                 self.storage.remove(path)
 
-    def load(self, manifest: Manifest, strategy, signature: dict[str, list[int]]) -> dict:
-        """Restore the strategy's state (model, optimizer, schedule, scaler) and this rank's RNG; returns the
-        trainer's client state."""
+    def load(self, manifest: Manifest, strategy, state: TrainState, signature: dict[str, list[int]]) -> None:
+        """Restore the strategy's state (model, optimizer, schedule, scaler), the trainer's state and, on the same
+        world size, this rank's random generators and per-rank state."""
         path = manifest.path
         diff = signature_diff(manifest.model, signature)
         if diff:
@@ -101,10 +103,15 @@ class Checkpointer:
                 "Resume it with the config it was trained with, or set checkpoint.resume=never"
             )
         try:
-            client_state = strategy.load_checkpoint(path)
+            strategy.load_checkpoint(path)
+            missing = state.load_state_dict(self._read_torch(path, TRAINER_STATE))
+            if missing:
+                distributed.print0(f"checkpoint: {path} has no state for {', '.join(missing)} (switched on since it "
+                                   "was saved); those start fresh")
             if manifest.world_size == self.env.world_size:
-                name = f"rng_rank{self.env.rank}.pt"
-                rng.restore(safe_load.torch_load(self.storage.read_bytes(self.storage.join(path, name)), name))
+                saved = self._read_torch(path, f"rng_rank{self.env.rank}.pt")
+                rng.restore(saved["rng"])
+                state.load_local_state_dict(saved["local"])
             else:
                 distributed.print0(
                     f"checkpoint: saved by {manifest.world_size} processes, resumed on {self.env.world_size}: the "
@@ -113,19 +120,25 @@ class Checkpointer:
         except safe_load.InvalidCheckpoint as e:  # changed since it was verified, or refused by a loader
             raise UsageError(f"checkpoint.resume: {path} cannot be loaded: {e}") from None
         distributed.print0(f"checkpoint: resumed from {path} (step {manifest.step})")
-        return client_state
+
+    def _read_torch(self, path: Location, name: str):
+        return safe_load.torch_load(self.storage.read_bytes(self.storage.join(path, name)), name)
 
     # ---------------------------------------------------------------- save
 
-    def save(self, step: int, strategy, client_state: dict, manifest: Manifest, blocking: bool = True) -> None:
-        """Save on every rank; returns once committed, or (async, not blocking) once the state is staged."""
+    def save(self, step: int, strategy, state: TrainState, manifest: Manifest, blocking: bool = True,
+             before_commit: Callable[[Location], None] = lambda directory: None,
+             on_saved: Callable[[Location], None] = lambda path: None) -> None:
+        """Save on every rank; returns once committed, or (async, not blocking) once the state is staged.
+        `before_commit(tmp)`: every rank's files are written, nothing committed (blocking saves); `on_saved(path)`:
+        committed, called on every rank (for async saves, from the `wait()` that finds the write finished)."""
         start = time.perf_counter()
         try:
-            self._save(step, strategy, client_state, manifest, blocking)
+            self._save(step, strategy, state, manifest, blocking, before_commit, on_saved)
         finally:
             self.last_stall_s = time.perf_counter() - start
 
-    def _save(self, step, strategy, client_state, manifest, blocking) -> None:
+    def _save(self, step, strategy, state, manifest, blocking, before_commit, on_saved) -> None:
         self.wait()  # commits happen in step order
         final = self.storage.child(f"step_{step}")
         location = self.storage.child(f"{TMP_PREFIX}step_{step}") if self.storage.atomic_rename else final
@@ -141,13 +154,15 @@ class Checkpointer:
         self._agree(failure, step, location)
         if self.env.is_main and self._prune_due:
             self._prune()
-        target.put(f"rng_rank{self.env.rank}.pt", rng.capture())
+        target.put(f"rng_rank{self.env.rank}.pt", {"rng": rng.capture(), "local": state.local_state_dict()})
+        if self.env.is_main:
+            target.put(TRAINER_STATE, state.state_dict())
         background = self.cfg.async_save and not blocking
         try:
             if background:
-                future = strategy.async_save_checkpoint(target, client_state, self.group)
+                future = strategy.async_save_checkpoint(target, self.group)
             else:
-                strategy.save_checkpoint(target, client_state)
+                strategy.save_checkpoint(target)
             if target.writer is None:
                 target.write_pending()  # no DCP writer wrote them: a strategy that writes its files itself
         except FAILURES as e:
@@ -157,10 +172,10 @@ class Checkpointer:
             self._committed.clear()
             self._commit_error = None
             future.add_done_callback(lambda f: self._finish_async(f, step, target, manifest))
-            self._pending = (future, step, target)
+            self._pending = (future, step, target, on_saved)
             return
         digests = target.merged if target.writer is not None else self._hash_shares(target, step)
-        self.kill_point.reached("commit", step)
+        before_commit(location)
         try:
             if self.env.is_main:
                 self._commit(step, target, manifest, digests)
@@ -168,6 +183,7 @@ class Checkpointer:
             failure = e
         self._agree(failure, step, location)
         self._flush_in_background(target, final)
+        on_saved(final)
 
     def _hash_shares(self, target: SaveTarget, step: int) -> dict:
         """For a strategy that wrote its files itself: rank 0 lists the folder, each rank hashes its share."""
@@ -203,7 +219,7 @@ class Checkpointer:
         """Block until a pending async save is committed (every rank); raise if it failed anywhere. With `prune`
         (close()), also wait for every rank's flush and apply keep-N."""
         if self._pending is not None:
-            future, step, target = self._pending
+            future, step, target, on_saved = self._pending
             self._pending = None
             failure = None
             try:
@@ -214,6 +230,7 @@ class Checkpointer:
             if self._commit_error and failure is None:
                 failure = OSError(self._commit_error)
             self._agree(failure, step, target.location)
+            on_saved(self.storage.child(f"step_{step}"))
         if prune:
             self._settle()
             distributed.barrier()  # every rank's files are flushed

@@ -18,7 +18,7 @@ from typing import Any
 from torch import nn
 
 MANIFEST = "checkpoint.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: trainer state in trainer_state.pt (TrainState), strategy state in strategy_state.pt
 MAX_BYTES = 64 << 20  # a manifest of thousands of files is < 1 MB; bigger is not one of ours (and not read)
 STRATEGY_NAMES = ("single", "ddp", "fsdp", "deepspeed")
 

@@ -5,10 +5,12 @@ around the forward, `backward(loss)`, then `step()` once (unscale, clip, optimiz
 asks which strategy it has. `TorchStrategy` implements that for strategies built on a plain torch optimizer
 (single, ddp, fsdp); DeepSpeed's engine owns those steps itself and implements the interface directly.
 
-Checkpoints: `save_checkpoint(target, client_state)` writes this strategy's state into a folder that
-dist_train.checkpoint then commits atomically, and `load_checkpoint(location)` restores it and returns the
-client state. TorchStrategy does it with torch.distributed.checkpoint (DCP) for plain, DDP and FSDP2 models alike:
-each rank writes its own shard and a checkpoint loads on another world size (DCP reshards).
+Checkpoints: `save_checkpoint(target)` writes this strategy's state (model, optimizer, schedule, scaler) into a
+folder that dist_train.checkpoint then commits atomically (with the trainer's own state beside it), through a
+`SaveTarget` that hashes every file while it is written; `load_checkpoint(location)` restores it, reading only
+through dist_train.checkpoint.safe_load (a checkpoint never runs code). TorchStrategy does it with
+torch.distributed.checkpoint (DCP) for plain, DDP and FSDP2 models alike: each rank writes its own shard and a
+checkpoint loads on another world size (DCP reshards).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dist_train.optim import build_optimizer, build_scheduler
 
 if TYPE_CHECKING:
     from dist_train.checkpoint.hashing import SaveTarget
+    from dist_train.data import BatchLayout
     from dist_train.recipe import Recipe
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -52,9 +55,10 @@ class Strategy(ABC):
             )
 
     @abstractmethod
-    def setup(self, model: nn.Module, recipe: Recipe) -> None:
+    def setup(self, model: nn.Module, recipe: Recipe, layout: BatchLayout) -> None:
         """Move/wrap `model`, build optimizer and schedule; set self.model/optimizer/scheduler. `recipe` is
-        there for its strategy hooks (e.g. `fsdp_units`)."""
+        there for its strategy hooks (e.g. `fsdp_units`); `layout` is the batch layout the trainer derived (the
+        config's train.grad_accum may differ from it on a resume that keeps the global batch)."""
 
     def micro_step(self, is_last: bool) -> ContextManager:
         """Context for one micro-batch's forward and backward; gradients are synchronised only when is_last."""
@@ -81,21 +85,20 @@ class Strategy(ABC):
         raise UsageError(f"train.on_nan: skip is not supported by strategy {self.name}; use stop")
 
     @abstractmethod
-    def save_checkpoint(self, target: SaveTarget, client_state: dict) -> None:
-        """Write model, optimizer, schedule and scaler state plus `client_state` (plain data) into
-        `target.location`, on every rank (the folder is shared): DCP through `target.dcp_writer()`, small files
-        through `target.put(name, obj)`, so that each file is hashed while written (else the checkpointer hashes
-        the folder afterwards, split across ranks)."""
+    def save_checkpoint(self, target: SaveTarget) -> None:
+        """Write model, optimizer, schedule and scaler state into `target.location`, on every rank (the folder is
+        shared): DCP through `target.dcp_writer()`, small files through `target.put(name, obj)`, so that each file
+        is hashed while written (else the checkpointer hashes the folder afterwards, split across ranks)."""
 
     @abstractmethod
-    def load_checkpoint(self, location) -> dict:
-        """Restore what save_checkpoint wrote (possibly by another world size) and return its client_state. Read
-        through dist_train.checkpoint.safe_load only (a checkpoint never runs code)."""
+    def load_checkpoint(self, location) -> None:
+        """Restore what save_checkpoint wrote (possibly by another world size). Read through
+        dist_train.checkpoint.safe_load only."""
 
-    def async_save_checkpoint(self, target: SaveTarget, client_state: dict, process_group) -> Future:
+    def async_save_checkpoint(self, target: SaveTarget, process_group) -> Future:
         """Start a save and return a future that completes once every file is written. By default the save is
         synchronous and the future already done."""
-        self.save_checkpoint(target, client_state)
+        self.save_checkpoint(target)
         done: Future = Future()
         done.set_result(None)
         return done
@@ -127,7 +130,8 @@ class Strategy(ABC):
 class TorchStrategy(Strategy):
     """A torch optimizer + LambdaLR schedule + (for fp16) a GradScaler around whatever wrapper `wrap` applies."""
 
-    def setup(self, model: nn.Module, recipe: Recipe) -> None:
+    def setup(self, model: nn.Module, recipe: Recipe, layout: BatchLayout) -> None:
+        self.layout = layout
         self.model = self.wrap(model.to(self.device))
         self.optimizer = build_optimizer(self.model.parameters(), self.config.optimizer)
         self.scheduler = build_scheduler(self.optimizer, self.config.scheduler, self.config.train.max_steps)
@@ -164,7 +168,7 @@ class TorchStrategy(Strategy):
 
     # ---------------------------------------------------------------- checkpoints (DCP)
 
-    TRAINER_STATE = "trainer_state.pt"
+    STATE_FILE = "strategy_state.pt"
 
     def _dcp_state(self) -> dict:
         from torch.distributed.checkpoint.state_dict import get_state_dict
@@ -174,28 +178,28 @@ class TorchStrategy(Strategy):
         model_state, optim_state = get_state_dict(self.model, self.optimizer)
         return {"model": model_state, "optimizer": optim_state}
 
-    def _save_trainer_state(self, target, client_state: dict) -> None:
-        # Schedule and scaler are tiny and the same on every rank: rank 0 writes them with the client state.
+    def _save_small_state(self, target) -> None:
+        # Schedule and scaler are tiny and the same on every rank: rank 0 writes them.
         if self.env.is_main:
-            target.put(self.TRAINER_STATE, {"client_state": client_state, "scheduler": self.scheduler.state_dict(),
-                                            "scaler": self.scaler.state_dict() if self.scaler else None})
+            target.put(self.STATE_FILE, {"scheduler": self.scheduler.state_dict(),
+                                         "scaler": self.scaler.state_dict() if self.scaler else None})
 
-    def save_checkpoint(self, target, client_state: dict) -> None:
+    def save_checkpoint(self, target) -> None:
         import torch.distributed.checkpoint as dcp
 
-        self._save_trainer_state(target, client_state)
+        self._save_small_state(target)
         with _single_process_quiet():
             dcp.save(self._dcp_state(), storage_writer=target.dcp_writer(), no_dist=not _distributed())
 
-    def async_save_checkpoint(self, target, client_state: dict, process_group) -> Future:
+    def async_save_checkpoint(self, target, process_group) -> Future:
         import torch.distributed.checkpoint as dcp
 
-        self._save_trainer_state(target, client_state)
+        self._save_small_state(target)
         # async_save copies the state to CPU memory before returning, so training may change the parameters at once.
         return dcp.async_save(self._dcp_state(), storage_writer=target.dcp_writer(), process_group=process_group,
                               no_dist=not _distributed())
 
-    def load_checkpoint(self, location) -> dict:
+    def load_checkpoint(self, location) -> None:
         from torch.distributed.checkpoint.state_dict import set_state_dict
 
         from dist_train.checkpoint import safe_load
@@ -205,11 +209,20 @@ class TorchStrategy(Strategy):
         safe_load.dcp_load(state, location, no_dist=not _distributed())
         set_state_dict(self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
         storage = open_storage(location)
-        extra = safe_load.torch_load(storage.read_bytes(storage.join(location, self.TRAINER_STATE)), self.TRAINER_STATE)
+        extra = safe_load.torch_load(storage.read_bytes(storage.join(location, self.STATE_FILE)), self.STATE_FILE)
         self.scheduler.load_state_dict(extra["scheduler"])
         if self.scaler and extra["scaler"]:
             self.scaler.load_state_dict(extra["scaler"])
-        return extra["client_state"]
+
+    def load_model(self, location) -> None:
+        """Only the model's weights from a checkpoint (any world size), into the wrapped model (for evaluation)."""
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+
+        from dist_train.checkpoint import safe_load
+
+        state = {"model": get_model_state_dict(self.model)}
+        safe_load.dcp_load(state, location, no_dist=not _distributed())
+        set_model_state_dict(self.model, state["model"])
 
     @classmethod
     def load_consolidated(cls, location, model: nn.Module) -> None:

@@ -75,15 +75,17 @@ def check_passthrough(extra: dict) -> None:
             )
 
 
-def deepspeed_config(config, world_size: int) -> dict:
+def deepspeed_config(config, layout) -> dict:
+    """The DeepSpeed config from ours and the trainer's batch layout (which, on a resume that keeps the global
+    batch on another world size, has another grad_accum than the config says)."""
     train, ds = config.train, config.deepspeed
     zero = {"stage": ds.zero_stage}
     if ds.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu"}
     generated = {
-        "train_micro_batch_size_per_gpu": train.batch_size,
-        "gradient_accumulation_steps": train.grad_accum,
-        "train_batch_size": train.batch_size * train.grad_accum * world_size,
+        "train_micro_batch_size_per_gpu": layout.batch_size,
+        "gradient_accumulation_steps": layout.grad_accum,
+        "train_batch_size": layout.global_batch,
         "gradient_clipping": train.clip_grad_norm or 0.0,
         "bf16": {"enabled": train.precision == "bf16"},
         "fp16": {"enabled": train.precision == "fp16"},
@@ -119,8 +121,9 @@ class DeepSpeedStrategy(Strategy):
         ds = self.config.deepspeed
         return f"deepspeed (ZeRO stage {ds.zero_stage}{', optimizer offload to cpu' if ds.offload_optimizer else ''})"
 
-    def setup(self, model: nn.Module, recipe: Recipe) -> None:
+    def setup(self, model: nn.Module, recipe: Recipe, layout) -> None:
         deepspeed = import_deepspeed()
+        self.layout = layout
         if not dist.is_initialized():
             os.environ.setdefault("LOCAL_RANK", "0")  # DeepSpeed asserts a launcher set it
             dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
@@ -133,7 +136,7 @@ class DeepSpeedStrategy(Strategy):
         self.scheduler = build_scheduler(self.optimizer, self.config.scheduler, self.config.train.max_steps)
         self.model, _, _, _ = deepspeed.initialize(
             model=model, optimizer=self.optimizer, lr_scheduler=self.scheduler,
-            config=deepspeed_config(self.config, self.env.world_size),
+            config=deepspeed_config(self.config, layout),
         )
 
     # autocast: the base class's. With bf16 DeepSpeed holds the module in bf16 (fp32 master weights in its
@@ -157,21 +160,19 @@ class DeepSpeedStrategy(Strategy):
         # Under ZeRO-3 a parameter's local tensor is empty; `ds_numel` keeps its full size.
         return sum(getattr(p, "ds_numel", p.numel()) for p in self.unwrapped_model.parameters())
 
-    def save_checkpoint(self, target, client_state: dict) -> None:
+    def save_checkpoint(self, target) -> None:
         """Every rank calls this; DeepSpeed writes its own (sharded) files under <folder>/deepspeed/ (the
         checkpointer hashes them afterwards, each rank a share)."""
-        self.model.save_checkpoint(str(target.location), tag=CHECKPOINT_TAG, client_state=client_state,
-                                   save_latest=False)
+        self.model.save_checkpoint(str(target.location), tag=CHECKPOINT_TAG, save_latest=False)
 
-    def load_checkpoint(self, location) -> dict:
+    def load_checkpoint(self, location) -> None:
         from dist_train.checkpoint.safe_load import deepspeed_weights_only
 
         # DeepSpeed's loader calls torch.load(weights_only=False) on every file; forced to weights_only here.
         with deepspeed_weights_only():
-            path, client_state = self.model.load_checkpoint(str(location), tag=CHECKPOINT_TAG)
+            path, _ = self.model.load_checkpoint(str(location), tag=CHECKPOINT_TAG)
         if path is None:
             raise UsageError(f"checkpoint: no DeepSpeed checkpoint in '{Path(location) / CHECKPOINT_TAG}'")
-        return client_state
 
     @classmethod
     def load_consolidated(cls, location, model: nn.Module) -> None:

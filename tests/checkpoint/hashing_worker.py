@@ -16,6 +16,7 @@ import torch
 from dist_train import cluster, distributed
 from dist_train.checkpoint import Checkpointer, Manifest
 from dist_train.config.schema import CheckpointConfig
+from dist_train.train_state import TrainState
 
 opened: list[str] = []
 _real_open = io.open
@@ -38,11 +39,11 @@ class DCPWriting:
     def __init__(self, rank: int):
         self.rank, self.state = rank, {f"w{rank}": torch.full((1 << 18,), float(rank))}
 
-    def save_checkpoint(self, target, client_state):
+    def save_checkpoint(self, target):
         import torch.distributed.checkpoint as dcp
 
         if self.rank == 0:
-            target.put("trainer_state.pt", {"client_state": client_state})
+            target.put("strategy_state.pt", {"scheduler": {}})
         dcp.save(self.state, storage_writer=target.dcp_writer())
 
 
@@ -54,7 +55,7 @@ class SelfWriting:
     def __init__(self, rank: int):
         self.rank = rank
 
-    def save_checkpoint(self, target, client_state):
+    def save_checkpoint(self, target):
         torch.save(torch.full((1 << 18,), float(self.rank)), Path(target.location) / f"own_{self.rank}.pt")
 
 
@@ -67,7 +68,7 @@ def main(root: Path) -> None:
                             global_batch=2, strategy=strategy.name, config={})
         checkpointer = Checkpointer(CheckpointConfig(keep=None), root, env)
         opened.clear()
-        checkpointer.save(step, strategy, {"step": step}, manifest)
+        checkpointer.save(step, strategy, TrainState(step=step), manifest)
         checkpointer.close()
         report[f"save{step}"] = sorted(Path(p).name for p in opened if p.startswith(str(root)))
     opened.clear()

@@ -21,11 +21,13 @@ def test_each_rank_hashes_its_own_files_and_verifies_a_share(tmp_path):
     assert rank0["save1"] == [] and rank1["save1"] == []
     # A strategy writing its own files: each rank hashes a share (one of the two 1 MB files), none both.
     assert not set(rank0["save2"]) & set(rank1["save2"])
-    assert sorted(rank0["save2"] + rank1["save2"]) == ["own_0.pt", "own_1.pt", "rng_rank0.pt", "rng_rank1.pt"]
+    assert sorted(rank0["save2"] + rank1["save2"]) == ["own_0.pt", "own_1.pt", "rng_rank0.pt", "rng_rank1.pt",
+                                                       "trainer_state.pt"]
     assert len({"own_0.pt", "own_1.pt"} & set(rank0["save2"])) == 1
     # The manifest's digests are those of the bytes on disk, for every file of both saves.
     assert report["listed"] == report["actual"]
-    assert {"1/__0_0.distcp", "1/__1_0.distcp", "1/rng_rank1.pt", "1/.metadata", "1/trainer_state.pt"} <= set(
+    assert {"1/__0_0.distcp", "1/__1_0.distcp", "1/rng_rank1.pt", "1/.metadata", "1/trainer_state.pt",
+            "1/strategy_state.pt"} <= set(
         report["listed"])
     # Resume: the two 1 MB shards are verified by different ranks; no file is read twice.
     verified = {0: set(rank0["verify"]) - {"checkpoint.json"}, 1: set(rank1["verify"])}

@@ -37,7 +37,7 @@ def test_a_manifest_dist_train_wrote_reads_back(good):
                                              "integer >= 0"),
     ({"strategy": "evil"}, "checkpoint.json: strategy is 'evil', expected one of single, ddp, fsdp, deepspeed"),
     ({"config": "x"}, "checkpoint.json: config is 'x', expected a mapping of config keys"),
-    ({"format_version": 9}, "checkpoint.json has format 9, this version reads 1"),
+    ({"format_version": 9}, "checkpoint.json has format 9, this version reads 2"),
     ({"surprise": 1}, "checkpoint.json has unknown keys ['surprise']"),
 ])
 def test_each_bad_field_is_named(good, change, message):

@@ -34,9 +34,9 @@ def test_export_refuses_a_recipe_the_checkpoint_names(saved_run, tmp_path):
     assert not marker.exists()
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"dist-train: error: export: the checkpoint names the recipe '{reference}', which is not a registered "
-        "recipe; export never imports code a checkpoint names: pass --recipe with that reference if you trust it, "
-        "or with the name of an installed recipe"
+        f"dist-train: error: export: the checkpoint names its recipe as '{reference}', code outside the bundled "
+        "recipes; dist-train never imports code that a checkpoint names: give it with --recipe PATH.py:Class (or "
+        "module:Class) if you trust it"
     ]
     ok = run_cli("export", step10, "--format", "state_dict", "--out", tmp_path / "m.pt", "--recipe", "mlp_regression")
     assert not marker.exists()
