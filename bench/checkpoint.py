@@ -8,7 +8,8 @@ same state to the same disk, and the time to verify a checkpoint at resume.
 
 A real Trainer trains one step (so the optimizer state exists), then saves `--repeats` times through
 `Trainer.save_checkpoint`, the call the loop makes (keep-N pruning included). Each rank also `torch.save`s its
-own model + optimizer state dict into the same run_dir, with and without fsync, as the yardstick. `verify` is a
+own model + optimizer state dict into the same run_dir, with and without fsync, and copies it in memory: the
+yardsticks for a sync save (torch.save) and an async one (the copy). `verify` is a
 fresh Checkpointer's `find_resume()` (resume: auto), every rank, as at the start of a resumed run. Rank 0 prints
 medians. Set OMP_NUM_THREADS=1 under torchrun on a small machine.
 """
@@ -32,6 +33,7 @@ from dist_train import cluster, distributed  # noqa: E402
 from dist_train.checkpoint import Checkpointer  # noqa: E402
 from dist_train.config import load  # noqa: E402
 from dist_train.runner import Trainer  # noqa: E402
+from dist_train.tracking import NoTracker  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKS = {
@@ -85,13 +87,14 @@ def main() -> None:
         strategy = "fsdp"
     run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="bench-ckpt-", dir="."))
     overrides = [*extra, f"run_dir={run_dir}", f"strategy={strategy}", f"data.root={args.data_root}",
-                 "train.max_steps=1", "train.log_every=1", "train.eval_every=100000",
+                 "train.max_steps=1", "scheduler.warmup_steps=0", "train.log_every=1", "train.eval_every=100000",
                  f"checkpoint.async={str(args.async_save).lower()}", "checkpoint.resume=never"]
     config = load(yaml, overrides)
     device = torch.device("cpu")
     distributed.init(env, device)
     trainer = Trainer(config, env, device)
     trainer.fit()  # one step, then the end-of-run save (step_1)
+    trainer.trackers = NoTracker()  # fit() closed them; the saves below log nothing
 
     strategy_obj = trainer.strategy
     state = {"model": strategy_obj.unwrapped_model.state_dict(), "optim": strategy_obj.optimizer.state_dict()}
@@ -102,7 +105,7 @@ def main() -> None:
 
     if args.profile:
         _profile(trainer, env)
-    stalls, waits, plain, plain_fsync = [], [], [], []
+    stalls, waits, plain, plain_fsync, copies = [], [], [], [], []
     for i in range(args.repeats):
         step = 2 + i
         stalls.append(timed(lambda: trainer.save_checkpoint(step, blocking=not args.async_save)))
@@ -112,6 +115,7 @@ def main() -> None:
         plain.append(timed(lambda: torch_save(state, path, fsync=False)))
         plain_fsync.append(timed(lambda: torch_save(state, path, fsync=True)))
         path.unlink()
+        copies.append(timed(lambda: _clone(strategy_obj._dcp_state())))  # what an async save must at least do
     resume_cfg = type(config.checkpoint)(**{**vars(config.checkpoint), "resume": "auto"})
     verify = [timed(lambda: Checkpointer(resume_cfg, run_dir / "checkpoints", env).find_resume())
               for _ in range(max(3, args.repeats // 4))]
@@ -126,6 +130,7 @@ def main() -> None:
         if waits:
             print(f"  background write + commit    {ms(waits)}")
         print(f"  torch.save, same state        {ms(plain)}  (with fsync {ms(plain_fsync)})")
+        print(f"  copy of the state in memory   {ms(copies)}")
         print(f"  stall / torch.save            {statistics.median(stalls) / statistics.median(plain):.2f} "
               f"(vs torch.save with fsync {statistics.median(stalls) / statistics.median(plain_fsync):.2f})")
         print(f"  verify at resume (median)    {ms(verify)}")
@@ -133,6 +138,16 @@ def main() -> None:
     distributed.shutdown()
     if env.is_main and not args.run_dir:
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _clone(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _clone(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_clone(v) for v in obj)
+    return obj
 
 
 def _tensors(obj):

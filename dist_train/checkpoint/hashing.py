@@ -13,6 +13,7 @@ rank verifies which file (integrity.py).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -41,8 +42,8 @@ def hash_stream(stream) -> Digest:
 
 
 class HashingStream:
-    """A write stream that hashes what passes through. flush() is deferred to close(): DCP flushes after every
-    tensor, which for small tensors costs a system call each."""
+    """A write stream that hashes what passes through. DCP flushes and "closes" it after every tensor; both are
+    deferred to the real file's close (for small tensors a system call each, for an object store a request)."""
 
     def __init__(self, raw):
         self.raw, self.hash, self.size = raw, hashlib.sha256(), 0
@@ -60,9 +61,10 @@ class HashingStream:
         pass
 
     def close(self) -> None:
-        self.raw.flush()
+        pass
 
     def fileno(self) -> int:
+        self.raw.flush()  # whoever asks for the descriptor (to fsync it) must find every byte written
         return self.raw.fileno()
 
     def digest(self) -> Digest:
@@ -87,7 +89,6 @@ class HashingFileSystem:
                 return
             stream = HashingStream(raw)
             yield stream
-            stream.close()
             self.digests[self._rel(path)] = stream.digest()
 
     def rename(self, path, new_path) -> None:
@@ -100,6 +101,16 @@ class HashingFileSystem:
         return getattr(self.inner, name)
 
 
+class _PlainTransforms:
+    """DCP's stream transforms when there are none (dist_train uses none): each item goes straight into the
+    hashing stream. DCP's own version defines a wrapper class for every tensor it writes, ~0.3 ms each."""
+
+    extensions = ()
+
+    def transform_save_stream(self, write_item, raw_stream):
+        return raw_stream, []
+
+
 class _HashingWriter:
     """Mixed into DCP's FileSystemWriter/FsspecWriter."""
 
@@ -108,6 +119,8 @@ class _HashingWriter:
         self.local_digests = target.local  # what this rank wrote (its `put` files too)
         self.digests: dict[str, Digest] | None = None  # on the coordinator after finish: every rank's files
         self.fs = HashingFileSystem(self.fs, self.path, target.local)
+        if not getattr(self.transforms, "extensions", None):
+            self.transforms = _PlainTransforms()
 
     def write_data(self, plan, planner):
         from torch.distributed.checkpoint.metadata import MetadataIndex
@@ -133,6 +146,7 @@ class _HashingWriter:
         self.digests = merged
 
 
+@functools.cache
 def _writer_class(remote: bool):
     if remote:
         from torch.distributed.checkpoint._fsspec_filesystem import FsspecWriter as base

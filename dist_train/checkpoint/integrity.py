@@ -54,13 +54,18 @@ def verify_files(storage: Storage, location: Location, manifest: Manifest, rels:
         probe = rel.endswith(".pt") or rel == safe_load.METADATA
         keep = probe and (rel == safe_load.METADATA or not isinstance(path, Path)) and expected["size"] <= PROBE_LIMIT
         try:
-            size, sha256, data = _read(storage, path, keep)
+            size = storage.size(path)
+            if size is None:  # e.g. a link to /dev/zero, which would be read forever
+                raise InvalidCheckpoint(f"file {rel} is not a regular file")
+            if size != expected["size"]:
+                raise InvalidCheckpoint(f"file {rel} has {size} bytes, the manifest says {expected['size']} (truncated?)")
+            size, sha256, data = _read(storage, path, keep, limit=expected["size"] + 1)
         except FileNotFoundError:
             raise InvalidCheckpoint(f"file {rel} is missing") from None
         except OSError as e:
             raise InvalidCheckpoint(f"file {rel} cannot be read ({e.strerror or e})") from None
         if size != expected["size"]:
-            raise InvalidCheckpoint(f"file {rel} has {size} bytes, the manifest says {expected['size']} (truncated?)")
+            raise InvalidCheckpoint(f"file {rel} changed size while it was read")
         if sha256 != expected["sha256"]:
             raise InvalidCheckpoint(f"file {rel} does not match its SHA-256 checksum (altered or corrupted)")
         if rel == safe_load.METADATA:
@@ -74,12 +79,15 @@ def verify_files(storage: Storage, location: Location, manifest: Manifest, rels:
             safe_load.torch_load(path if data is None else data, rel, mmap=data is None, allow=allow)
 
 
-def _read(storage: Storage, path: Location, keep: bool):
+def _read(storage: Storage, path: Location, keep: bool, limit: int):
     import hashlib
 
     h, size, kept = hashlib.sha256(), 0, []
     with storage.open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
+        while size < limit:
+            chunk = f.read(min(CHUNK, limit - size))
+            if not chunk:
+                break
             h.update(chunk)
             size += len(chunk)
             if keep:

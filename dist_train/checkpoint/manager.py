@@ -55,7 +55,7 @@ class Checkpointer:
         self._pending: tuple[Future, int, SaveTarget, Callable] | None = None  # an async save not yet committed
         self._committed = threading.Event()
         self._commit_error: str | None = None
-        self._flushing: threading.Thread | None = None  # this rank's fsync of its last save's files
+        self._flushing: list[threading.Thread] = []  # this rank's fsyncs of its last saves' files
         self._prune_due = False
         self.last_stall_s = 0.0  # how long the last save() held the training loop on this rank
         self.group = None
@@ -150,9 +150,10 @@ class Checkpointer:
                 self.storage.make_folder(location)
         except OSError as e:
             failure = e
-        # Also a barrier: the folder exists before anyone writes into it, and every rank's last files are flushed.
-        self._agree(failure, step, location)
-        if self.env.is_main and self._prune_due:
+        # Also a barrier (the folder exists before anyone writes into it), and it tells whether every rank's
+        # earlier saves are flushed: only then may older checkpoints go.
+        flushed = self._agree(failure, step, location, report_flushed=True)
+        if self.env.is_main and self._prune_due and flushed:
             self._prune()
         target.put(f"rng_rank{self.env.rank}.pt", {"rng": rng.capture(), "local": state.local_state_dict()})
         if self.env.is_main:
@@ -265,10 +266,10 @@ class Checkpointer:
         self._prune_due = True  # rank 0 only: applied once every rank has flushed (next save, or close)
 
     def _flush_in_background(self, target: SaveTarget, final: Location) -> None:
-        self._settle()
-        self._flushing = threading.Thread(target=self._flush, args=(target, final), daemon=True,
-                                          name="dist_train checkpoint flush")
-        self._flushing.start()
+        thread = threading.Thread(target=self._flush, args=(target, final), daemon=True,
+                                  name="dist_train checkpoint flush")
+        thread.start()
+        self._flushing.append(thread)
 
     def _flush(self, target: SaveTarget, final: Location) -> None:
         if not self.storage.atomic_rename:
@@ -280,9 +281,8 @@ class Checkpointer:
             pass  # a file pruned meanwhile; durability is best effort, the checksums catch the rest
 
     def _settle(self) -> None:
-        if self._flushing is not None:
-            self._flushing.join()
-            self._flushing = None
+        while self._flushing:
+            self._flushing.pop().join()
 
     def _prune(self) -> None:
         self._prune_due = False
@@ -292,13 +292,17 @@ class Checkpointer:
         for path in complete[: max(0, len(complete) - self.cfg.keep)]:
             self.storage.remove(path, first=MANIFEST)  # manifest first: never a half-deleted "checkpoint"
 
-    def _agree(self, failure: BaseException | None, step: int, location: Location) -> None:
+    def _agree(self, failure: BaseException | None, step: int, location: Location,
+               report_flushed: bool = False) -> bool:
         """Every rank learns whether any rank failed (one tiny all-reduce), so all raise together instead of some
         waiting forever in the next collective. The unfinished folder is removed; committed ones are untouched.
-        Before the all-reduce this rank's last flush is joined, so that passing it means every rank's is done."""
-        self._settle()
-        if not distributed.any_across_ranks(failure is not None, _device()):
-            return
+        With `report_flushed` the same all-reduce says whether every rank's earlier saves are flushed (returned)."""
+        self._flushing = [t for t in self._flushing if t.is_alive()]
+        flags = torch.tensor([failure is not None, report_flushed and bool(self._flushing)], dtype=torch.float32,
+                             device=_device())
+        failed, unflushed = (bool(x) for x in distributed.all_reduce_(flags, torch.distributed.ReduceOp.MAX).tolist())
+        if not failed:
+            return not unflushed
         if self.env.is_main:
             self.storage.remove(location, first=MANIFEST)
         previous = self.complete()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Union
 from urllib.parse import urlsplit
@@ -62,6 +63,10 @@ class Storage:
     def exists(self, location: Location) -> bool:
         raise NotImplementedError
 
+    def size(self, location: Location) -> int | None:
+        """Bytes of a regular file; None for anything else (a device, a folder, a FIFO); FileNotFoundError if absent."""
+        raise NotImplementedError
+
     def open(self, location: Location, mode: str):
         raise NotImplementedError
 
@@ -106,6 +111,10 @@ class LocalStorage(Storage):
 
     def exists(self, location):
         return Path(location).exists()
+
+    def size(self, location):
+        st = os.stat(location)
+        return st.st_size if stat.S_ISREG(st.st_mode) else None
 
     def open(self, location, mode):
         return open(location, mode)
@@ -170,6 +179,10 @@ class FsspecStorage(Storage):
 
     def exists(self, location):
         return self.fs.exists(self._fresh(location))
+
+    def size(self, location):
+        info = self.fs.info(location)
+        return int(info["size"]) if info.get("type") != "directory" else None
 
     def open(self, location, mode):
         return self.fs.open(location, mode)
