@@ -58,7 +58,8 @@ def verify_files(storage: Storage, location: Location, manifest: Manifest, rels:
             if size is None:  # e.g. a link to /dev/zero, which would be read forever
                 raise InvalidCheckpoint(f"file {rel} is not a regular file")
             if size != expected["size"]:
-                raise InvalidCheckpoint(f"file {rel} has {size} bytes, the manifest says {expected['size']} (truncated?)")
+                raise InvalidCheckpoint(
+                    f"file {rel} has {size} bytes, the manifest says {expected['size']} (truncated?)")
             size, sha256, data = _read(storage, path, keep, limit=expected["size"] + 1)
         except FileNotFoundError:
             raise InvalidCheckpoint(f"file {rel} is missing") from None

@@ -31,6 +31,9 @@ def choose(mode: str, storage: Storage, env: DistEnv) -> Manifest | None:
             candidates[0] = ("ok", _explicit(mode) if explicit else _committed(storage))
         except UsageError as e:
             candidates[0] = ("error", str(e))
+        except Exception as e:  # noqa: BLE001 - a bucket that does not exist, no credentials, no permission
+            where = mode if explicit else storage.root
+            candidates[0] = ("error", f"checkpoint: cannot read '{where}': {type(e).__name__}: {_short(e)}")
     _broadcast(candidates, env)
     status, found = candidates[0]
     if status == "error":
@@ -107,6 +110,11 @@ def _check(storage: Storage, location, env: DistEnv):
         dist.all_gather_object(errors, mine)
     first = next((e for e in errors if e is not None), None)
     return manifest if first is None else first
+
+
+def _short(e: Exception, limit: int = 200) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _broadcast(box: list, env: DistEnv) -> None:

@@ -151,9 +151,11 @@ class FsspecStorage(Storage):
 
             self.fs, _ = url_to_fs(url)
         except ImportError as e:
-            raise UsageError(f"{key}: '{url}' needs {e.name or 'its fsspec backend'}; install it with {INSTALL_S3}") from None
+            raise UsageError(
+                f"{key}: '{url}' needs {e.name or 'its fsspec backend'}; install it with {INSTALL_S3}") from None
         except ValueError as e:
-            raise UsageError(f"{key}: '{url}' is not a storage URL fsspec knows ({e}); give e.g. s3://bucket/prefix") from None
+            raise UsageError(
+                f"{key}: '{url}' is not a storage URL fsspec knows ({e}); give e.g. s3://bucket/prefix") from None
         self.root = url
 
     def join(self, location, rel):

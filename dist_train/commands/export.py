@@ -4,9 +4,9 @@ Works in one process on a checkpoint written by any strategy and world size: the
 saved in the checkpoint's manifest (a recipe outside the bundled ones must be named with --recipe: a checkpoint
 never makes dist-train import code, see dist_train/checkpoint/rebuild.py), and the strategy that wrote it loads the
 weights into that plain model (DCP assembles full tensors from the shards), through the same verified, code-free
-readers as a resume (dist_train/checkpoint/offline.py, safe_load.py). TorchScript and ONNX need an example input: the first two samples of the
-recipe's eval (else train) dataset, as the recipe's `inputs(batch)` gives them (a tensor, or a dict of keyword
-inputs for dict batches); the batch dimension stays dynamic.
+readers as a resume (dist_train/checkpoint/offline.py, safe_load.py). TorchScript and ONNX need an example input:
+the first two samples of the recipe's eval (else train) dataset, as the recipe's `inputs(batch)` gives them (a
+tensor, or a dict of keyword inputs for dict batches); the batch dimension stays dynamic.
 """
 
 from __future__ import annotations

@@ -77,35 +77,27 @@ def test_credentials_are_printed_and_stored_nowhere(resumed_on_s3, s3):
     assert not any(s.encode() in data for data in _objects(s3, name, "").values() for s in secrets_)
 
 
-def test_corrupted_object_is_detected_and_auto_falls_back(s3, bucket, references, tmp_path):
-    run = tmp_path / "run"
-    where = f"checkpoint.dir=s3://{bucket}/run"
-    train(run, where, DIST_TRAIN_TEST_STOP_AFTER_STEP=20, **s3)
-    client = _client(s3)
-    key = "run/step_20/__0_0.distcp"
-    data = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
-    data[len(data) // 2] ^= 0xFF
-    client.put_object(Bucket=bucket, Key=key, Body=bytes(data))
-    resumed = train(run, where, **s3)
-    assert (f"checkpoint: s3://{bucket}/run/step_20 is damaged (file __0_0.distcp does not match its SHA-256 "
-            "checksum (altered or corrupted)); falling back to the previous one") in resumed.stdout
-    assert "(step 15)" in resumed.stdout
-    assert losses(run) == losses(references.get("single"))
-
-
-def test_save_killed_before_its_manifest_is_skipped(s3, bucket, references, tmp_path):
-    """No rename on S3: the objects of step 20 are all there, but without the manifest written last it is no
-    checkpoint; resume says so and continues from step 15."""
+def test_killed_save_and_corrupted_object_are_passed_over(s3, bucket, references, tmp_path):
+    """No rename on S3: a save killed before its manifest leaves step 20's objects without the manifest written
+    last, so it is no checkpoint (resume says it skips it); step 15's shard corrupted on the server is detected by
+    its checksum and resume falls back to step 10, then trains the same losses as an uninterrupted run."""
     run = tmp_path / "run"
     where = f"checkpoint.dir=s3://{bucket}/run"
     killed = train(run, where, check=False, DIST_TRAIN_TEST_KILL_AT="commit:20", **s3)
     assert killed.returncode == -9
     objects = _objects(s3, bucket, "run/")
     assert "step_20/.metadata" in objects and "step_20/checkpoint.json" not in objects
+    client = _client(s3)
+    key = "run/step_15/__0_0.distcp"
+    data = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    data[len(data) // 2] ^= 0xFF
+    client.put_object(Bucket=bucket, Key=key, Body=bytes(data))
     resumed = train(run, where, **s3)
     assert (f"checkpoint: skipping s3://{bucket}/run/step_20: no checkpoint.json (its manifest was deleted, or the "
             "save never finished)") in resumed.stdout
-    assert "(step 15)" in resumed.stdout
+    assert (f"checkpoint: s3://{bucket}/run/step_15 is damaged (file __0_0.distcp does not match its SHA-256 "
+            "checksum (altered or corrupted)); falling back to the previous one") in resumed.stdout
+    assert f"resumed from s3://{bucket}/run/step_10 (step 10)" in resumed.stdout
     assert losses(run) == losses(references.get("single"))
     assert "checkpoint.json" in _objects(s3, bucket, "run/step_20/")  # saved again, committed this time
 
