@@ -213,6 +213,11 @@ class Checkpointer:
             merged.update(part)
         return merged
 
+    def flush(self) -> None:
+        """Block until this rank's files of every save so far are durable (the background flush is done)."""
+        self.wait()
+        self._settle()
+
     def close(self) -> None:
         """The end of a run: the pending commit, every rank's files flushed, keep-N applied."""
         self.wait(prune=True)

@@ -31,6 +31,8 @@ def is_url(where) -> bool:
 
 
 def open_storage(where: Location, key: str = "checkpoint.dir") -> "Storage":
+    if "\0" in str(where):
+        raise UsageError(f"{key}: {str(where)[:120]!r} contains a NUL byte; give a folder path or s3://bucket/prefix")
     if not is_url(where):
         return LocalStorage(Path(where))
     parts = urlsplit(where)
