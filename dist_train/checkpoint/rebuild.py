@@ -22,6 +22,8 @@ def config_from_checkpoint(manifest: Manifest, overrides: list[str], recipe: str
     raw.pop("callbacks", None)  # a checkpoint must not name code to import; evaluation runs no callbacks
     named = raw.get("recipe")
     if recipe:
+        if recipe != named:
+            print(f"{command}: using --recipe {recipe} (the checkpoint names {str(named)[:120]!r})", flush=True)
         raw["recipe"] = recipe
     elif not isinstance(named, str) or ":" in named or "/" in named:
         raise UsageError(f"{command}: the checkpoint names its recipe as {str(named)[:120]!r}, code outside the "

@@ -11,22 +11,15 @@ equal the ones the run logged at that step. Prints one line (rank 0), or one JSO
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from dist_train.errors import UsageError
 
 
 def main(args) -> int:
-    from dist_train.checkpoint.manifest import InvalidCheckpoint, verify
+    from dist_train.checkpoint.offline import open_verified
     from dist_train.checkpoint.rebuild import config_from_checkpoint
 
-    directory = Path(args.checkpoint)
-    if not directory.is_dir():
-        raise UsageError(f"evaluate: checkpoint '{directory}' is not a folder; give run_dir/checkpoints/step_<N>")
-    try:
-        manifest = verify(directory)
-    except InvalidCheckpoint as e:
-        raise UsageError(f"evaluate: '{directory}' is not a usable checkpoint: {e}") from None
+    directory, manifest = open_verified(args.checkpoint, "evaluate")
     config = config_from_checkpoint(manifest, args.overrides, args.recipe, "evaluate")
 
     import torch
@@ -53,7 +46,7 @@ def main(args) -> int:
         if data is None:
             raise UsageError(f"evaluate --split eval: recipe {config.recipe} has no eval dataset; use --split train")
         model = recipe_checks.build_model(recipe)
-        weights = _ema_weights(directory / TRAINER_STATE, args.weights)
+        weights = _ema_weights(directory, TRAINER_STATE, args.weights)
         if consolidate:
             strategy_class("deepspeed").load_consolidated(directory, model)
         strategy = build_strategy(config, env, device)
@@ -78,16 +71,18 @@ def main(args) -> int:
     return 0
 
 
-def _ema_weights(path: Path, choice: str):
+def _ema_weights(directory, name: str, choice: str):
     """The EMA shadow weights saved in the trainer state, per --weights."""
     if choice == "model":
         return None
-    import torch
+    from dist_train.checkpoint.safe_load import torch_load
+    from dist_train.checkpoint.storage import open_storage
 
-    state = torch.load(path, weights_only=True, map_location="cpu")
+    storage = open_storage(directory)
+    state = torch_load(storage.read_bytes(storage.join(directory, name)), name)
     shadow = (state.get("components", {}).get("ema") or {}).get("shadow")
     if shadow is None and choice == "ema":
-        raise UsageError(f"evaluate --weights ema: the checkpoint {path.parent} has no EMA weights (train.ema was off)")
+        raise UsageError(f"evaluate --weights ema: the checkpoint {directory} has no EMA weights (train.ema was off)")
     return shadow
 
 

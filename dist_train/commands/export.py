@@ -2,10 +2,11 @@
 
 Works in one process on a checkpoint written by any strategy and world size: the model is rebuilt from the config
 saved in the checkpoint's manifest (a recipe outside the bundled ones must be named with --recipe: a checkpoint
-never makes dist-train import code, see dist_train/checkpoint/rebuild.py), and the strategy that wrote it loads the weights into that plain model (DCP
-assembles full tensors from the shards). TorchScript and ONNX need an example input: the first two samples of the
-recipe's eval (else train) dataset, as the recipe's `inputs(batch)` gives them (a tensor, or a dict of keyword
-inputs for dict batches); the batch dimension stays dynamic.
+never makes dist-train import code, see dist_train/checkpoint/rebuild.py), and the strategy that wrote it loads the
+weights into that plain model (DCP assembles full tensors from the shards), through the same verified, code-free
+readers as a resume (dist_train/checkpoint/offline.py, safe_load.py). TorchScript and ONNX need an example input:
+the first two samples of the recipe's eval (else train) dataset, as the recipe's `inputs(batch)` gives them (a
+tensor, or a dict of keyword inputs for dict batches); the batch dimension stays dynamic.
 """
 
 from __future__ import annotations
@@ -19,16 +20,15 @@ SUFFIX = {"torchscript": ".torchscript.pt", "onnx": ".onnx", "state_dict": ".sta
 
 
 def main(args) -> int:
-    from dist_train.checkpoint.manifest import InvalidCheckpoint, verify
+    from dist_train.checkpoint.offline import open_verified
 
-    directory = Path(args.checkpoint)
-    if not directory.is_dir():
-        raise UsageError(f"export: checkpoint '{directory}' is not a folder; give run_dir/checkpoints/step_<N>")
-    try:
-        manifest = verify(directory)
-    except InvalidCheckpoint as e:
-        raise UsageError(f"export: '{directory}' is not a usable checkpoint: {e}") from None
-    out = Path(args.out) if args.out else directory.parent.parent / "export" / f"step_{manifest.step}{SUFFIX[args.format]}"
+    directory, manifest = open_verified(args.checkpoint, "export")
+    if args.out:
+        out = Path(args.out)
+    elif isinstance(directory, str):
+        raise UsageError("export: give --out for a checkpoint on an object store (the default is beside the run)")
+    else:
+        out = directory.parent.parent / "export" / f"step_{manifest.step}{SUFFIX[args.format]}"
 
     import torch
 

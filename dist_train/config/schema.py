@@ -107,6 +107,9 @@ class TrackingConfig:
 
 @dataclass
 class CheckpointConfig:
+    # Where the step_<N> folders go: a (shared) folder, or an object store URL such as s3://bucket/prefix (fsspec;
+    # credentials and endpoint from the standard environment/config files, never from here). null: run_dir/checkpoints
+    dir: Optional[str] = None
     every: Optional[int] = positive(None)  # save every N optimizer steps; null: only at the end of the run
     keep: Optional[int] = positive(3)  # newest complete checkpoints kept; null: keep all
     resume: str = path("auto")  # auto (newest complete one in run_dir), never, or the path of a step_<N> folder

@@ -5,11 +5,12 @@ around the forward, `backward(loss)`, then `step()` once (unscale, clip, optimiz
 asks which strategy it has. `TorchStrategy` implements that for strategies built on a plain torch optimizer
 (single, ddp, fsdp); DeepSpeed's engine owns those steps itself and implements the interface directly.
 
-Checkpoints: `save_checkpoint(directory)` writes this strategy's state (model, optimizer, schedule, scaler) into a
-folder that dist_train.checkpoint then commits atomically (with the trainer's own state beside it), and
-`load_checkpoint(directory)` restores it. TorchStrategy does it with torch.distributed.checkpoint (DCP) for plain,
-DDP and FSDP2 models alike: each rank writes its own shard and a checkpoint loads on another world size (DCP
-reshards).
+Checkpoints: `save_checkpoint(target)` writes this strategy's state (model, optimizer, schedule, scaler) into a
+folder that dist_train.checkpoint then commits atomically (with the trainer's own state beside it), through a
+`SaveTarget` that hashes every file while it is written; `load_checkpoint(location)` restores it, reading only
+through dist_train.checkpoint.safe_load (a checkpoint never runs code). TorchStrategy does it with
+torch.distributed.checkpoint (DCP) for plain, DDP and FSDP2 models alike: each rank writes its own shard and a
+checkpoint loads on another world size (DCP reshards).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import contextlib
 import warnings
 from abc import ABC, abstractmethod
 from concurrent.futures import Future
-from pathlib import Path
 from typing import TYPE_CHECKING, ContextManager
 
 import torch
@@ -30,6 +30,7 @@ from dist_train.errors import UsageError
 from dist_train.optim import build_optimizer, build_scheduler
 
 if TYPE_CHECKING:
+    from dist_train.checkpoint.hashing import SaveTarget
     from dist_train.data import BatchLayout
     from dist_train.recipe import Recipe
 
@@ -84,25 +85,27 @@ class Strategy(ABC):
         raise UsageError(f"train.on_nan: skip is not supported by strategy {self.name}; use stop")
 
     @abstractmethod
-    def save_checkpoint(self, directory: Path) -> None:
-        """Write model, optimizer, schedule and scaler state into `directory`; called on every rank, the folder is
-        shared."""
+    def save_checkpoint(self, target: SaveTarget) -> None:
+        """Write model, optimizer, schedule and scaler state into `target.location`, on every rank (the folder is
+        shared): DCP through `target.dcp_writer()`, small files through `target.put(name, obj)`, so that each file
+        is hashed while written (else the checkpointer hashes the folder afterwards, split across ranks)."""
 
     @abstractmethod
-    def load_checkpoint(self, directory: Path) -> None:
-        """Restore what save_checkpoint wrote (possibly by another world size)."""
+    def load_checkpoint(self, location) -> None:
+        """Restore what save_checkpoint wrote (possibly by another world size). Read through
+        dist_train.checkpoint.safe_load only."""
 
-    def async_save_checkpoint(self, directory: Path, process_group) -> Future:
+    def async_save_checkpoint(self, target: SaveTarget, process_group) -> Future:
         """Start a save and return a future that completes once every file is written. By default the save is
         synchronous and the future already done."""
-        self.save_checkpoint(directory)
+        self.save_checkpoint(target)
         done: Future = Future()
         done.set_result(None)
         return done
 
     @classmethod
-    def load_consolidated(cls, directory: Path, model: nn.Module) -> None:
-        """Load a checkpoint's weights into a plain, unwrapped `model` in one process (for export)."""
+    def load_consolidated(cls, location, model: nn.Module) -> None:
+        """Load a checkpoint's weights into a plain, unwrapped `model` in one process (export, evaluate)."""
         raise NotImplementedError
 
     @property
@@ -175,59 +178,59 @@ class TorchStrategy(Strategy):
         model_state, optim_state = get_state_dict(self.model, self.optimizer)
         return {"model": model_state, "optimizer": optim_state}
 
-    def _save_small_state(self, directory: Path) -> None:
+    def _save_small_state(self, target) -> None:
         # Schedule and scaler are tiny and the same on every rank: rank 0 writes them.
         if self.env.is_main:
-            state = {"scheduler": self.scheduler.state_dict(),
-                     "scaler": self.scaler.state_dict() if self.scaler else None}
-            torch.save(state, directory / self.STATE_FILE)
+            target.put(self.STATE_FILE, {"scheduler": self.scheduler.state_dict(),
+                                         "scaler": self.scaler.state_dict() if self.scaler else None})
 
-    def save_checkpoint(self, directory: Path) -> None:
+    def save_checkpoint(self, target) -> None:
         import torch.distributed.checkpoint as dcp
 
+        self._save_small_state(target)
         with _single_process_quiet():
-            dcp.save(self._dcp_state(), checkpoint_id=directory, no_dist=not _distributed())
-        self._save_small_state(directory)
+            dcp.save(self._dcp_state(), storage_writer=target.dcp_writer(), no_dist=not _distributed())
 
-    def async_save_checkpoint(self, directory: Path, process_group) -> Future:
+    def async_save_checkpoint(self, target, process_group) -> Future:
         import torch.distributed.checkpoint as dcp
 
-        self._save_small_state(directory)
+        self._save_small_state(target)
         # async_save copies the state to CPU memory before returning, so training may change the parameters at once.
-        return dcp.async_save(self._dcp_state(), checkpoint_id=directory, process_group=process_group,
+        return dcp.async_save(self._dcp_state(), storage_writer=target.dcp_writer(), process_group=process_group,
                               no_dist=not _distributed())
 
-    def load_checkpoint(self, directory: Path) -> None:
-        import torch.distributed.checkpoint as dcp
+    def load_checkpoint(self, location) -> None:
         from torch.distributed.checkpoint.state_dict import set_state_dict
 
+        from dist_train.checkpoint import safe_load
+        from dist_train.checkpoint.storage import open_storage
+
         state = self._dcp_state()
-        with _single_process_quiet():
-            dcp.load(state, checkpoint_id=directory, planner=weights_only_load_planner(), no_dist=not _distributed())
+        safe_load.dcp_load(state, location, no_dist=not _distributed())
         set_state_dict(self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
-        extra = torch.load(directory / self.STATE_FILE, weights_only=True, map_location="cpu")
+        storage = open_storage(location)
+        extra = safe_load.torch_load(storage.read_bytes(storage.join(location, self.STATE_FILE)), self.STATE_FILE)
         self.scheduler.load_state_dict(extra["scheduler"])
         if self.scaler and extra["scaler"]:
             self.scaler.load_state_dict(extra["scaler"])
 
-    def load_model(self, directory: Path) -> None:
+    def load_model(self, location) -> None:
         """Only the model's weights from a checkpoint (any world size), into the wrapped model (for evaluation)."""
-        import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
 
+        from dist_train.checkpoint import safe_load
+
         state = {"model": get_model_state_dict(self.model)}
-        with _single_process_quiet():
-            dcp.load(state, checkpoint_id=directory, planner=weights_only_load_planner(), no_dist=not _distributed())
+        safe_load.dcp_load(state, location, no_dist=not _distributed())
         set_model_state_dict(self.model, state["model"])
 
     @classmethod
-    def load_consolidated(cls, directory: Path, model: nn.Module) -> None:
-        import torch.distributed.checkpoint as dcp
+    def load_consolidated(cls, location, model: nn.Module) -> None:
+        from dist_train.checkpoint import safe_load
 
         state = {"model": model.state_dict()}
         # no_dist: one process reads every rank's shard and assembles full tensors.
-        with _single_process_quiet():
-            dcp.load(state, checkpoint_id=directory, planner=weights_only_load_planner(), no_dist=True)
+        safe_load.dcp_load(state, location, no_dist=True)
         model.load_state_dict(state["model"])
 
     def teardown(self) -> None:
@@ -245,21 +248,3 @@ def _single_process_quiet():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
         yield
-
-
-def weights_only_load_planner():
-    """DCP's default load planner, except that non-tensor entries (optimizer hyper-parameters, ...) are read with
-    `torch.load(weights_only=True)`: the default unpickles them with weights_only=False, which would run whatever
-    code a tampered checkpoint holds."""
-    from torch.distributed.checkpoint import DefaultLoadPlanner
-    from torch.distributed.checkpoint._traverse import set_element
-
-    class WeightsOnlyLoadPlanner(DefaultLoadPlanner):
-        def load_bytes(self, read_item, value) -> None:
-            obj = torch.load(value, weights_only=True)
-            if self.flatten_state_dict:
-                set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], obj)
-            else:
-                self.state_dict[read_item.dest_index.fqn] = obj
-
-    return WeightsOnlyLoadPlanner()

@@ -106,6 +106,10 @@ class DeepSpeedStrategy(Strategy):
     def check(self) -> None:
         super().check()
         check_passthrough(self.config.deepspeed.config)
+        if self.config.checkpoint.dir and "://" in self.config.checkpoint.dir:
+            # DeepSpeed writes its files itself, with local paths only.
+            raise UsageError(f"checkpoint.dir: '{self.config.checkpoint.dir}' is an object store, which DeepSpeed "
+                             "cannot write to; use a (shared) folder with strategy deepspeed")
         if self.config.train.on_nan == "skip":
             # The engine steps inside its own backward/step pair; there is no point at which to drop one update.
             raise UsageError("train.on_nan: skip is not supported with strategy deepspeed; use stop")
@@ -156,29 +160,38 @@ class DeepSpeedStrategy(Strategy):
         # Under ZeRO-3 a parameter's local tensor is empty; `ds_numel` keeps its full size.
         return sum(getattr(p, "ds_numel", p.numel()) for p in self.unwrapped_model.parameters())
 
-    def save_checkpoint(self, directory: Path) -> None:
-        """Every rank calls this; DeepSpeed writes its own (sharded) files under directory/deepspeed/."""
-        self.model.save_checkpoint(str(directory), tag=CHECKPOINT_TAG, save_latest=False)
+    def save_checkpoint(self, target) -> None:
+        """Every rank calls this; DeepSpeed writes its own (sharded) files under <folder>/deepspeed/ (the
+        checkpointer hashes them afterwards, each rank a share)."""
+        self.model.save_checkpoint(str(target.location), tag=CHECKPOINT_TAG, save_latest=False)
 
-    def load_checkpoint(self, directory: Path) -> None:
-        path, _ = self.model.load_checkpoint(str(directory), tag=CHECKPOINT_TAG)
+    def load_checkpoint(self, location) -> None:
+        from dist_train.checkpoint.safe_load import deepspeed_weights_only
+
+        # DeepSpeed's loader calls torch.load(weights_only=False) on every file; forced to weights_only here.
+        with deepspeed_weights_only():
+            path, _ = self.model.load_checkpoint(str(location), tag=CHECKPOINT_TAG)
         if path is None:
-            raise UsageError(f"checkpoint: no DeepSpeed checkpoint in '{directory / CHECKPOINT_TAG}'")
+            raise UsageError(f"checkpoint: no DeepSpeed checkpoint in '{Path(location) / CHECKPOINT_TAG}'")
 
     @classmethod
-    def load_consolidated(cls, directory: Path, model: nn.Module) -> None:
+    def load_consolidated(cls, location, model: nn.Module) -> None:
         """Full fp32 weights in one process, for export. ZeRO 1-3 shard parameters/optimizer state across ranks:
         DeepSpeed's own zero_to_fp32 reassembles them. Stage 0 keeps the whole model in one file."""
         import_deepspeed()
-        files = directory / CHECKPOINT_TAG
+        from dist_train.checkpoint.safe_load import InvalidCheckpoint, deepspeed_weights_only, torch_load
+
+        files = Path(location) / CHECKPOINT_TAG
         if any(files.glob("*optim_states.pt")):
             from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-            state = get_fp32_state_dict_from_zero_checkpoint(str(directory), tag=CHECKPOINT_TAG)
+            with deepspeed_weights_only():
+                state = get_fp32_state_dict_from_zero_checkpoint(str(location), tag=CHECKPOINT_TAG)
         else:
+            name = f"{CHECKPOINT_TAG}/mp_rank_00_model_states.pt"
             try:
-                state = torch.load(files / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=True)["module"]
-            except Exception as e:
+                state = torch_load(Path(location) / name, name)["module"]
+            except (InvalidCheckpoint, KeyError, TypeError) as e:
                 raise UsageError(f"checkpoint: cannot read DeepSpeed model states in '{files}': {e}") from None
         model.load_state_dict(state)
 

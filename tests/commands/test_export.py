@@ -61,7 +61,7 @@ def test_export_refuses_a_folder_that_is_not_a_checkpoint(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"dist-train: error: export: '{tmp_path}' is not a usable checkpoint: no checkpoint.json "
-        "(an unfinished save, or not a checkpoint folder)"
+        "(an unfinished save, a deleted manifest, or not a checkpoint folder)"
     ]
 
 
