@@ -37,7 +37,8 @@ class RunResult:
     steps: int = 0
     last_loss: float = math.nan
     eval: dict[str, float] = field(default_factory=dict)
-    preempted: str = ""  # what happened when a preemption signal stopped the run early (see dist_train.preemption)
+    preempted: str = ""  # what happened when a stop signal ended the run early (see dist_train.preemption)
+    exit_code: int = 0  # of the process, when a stop signal ended the run (130 after Ctrl-C)
     stopped_early: bool = False
 
 
@@ -45,14 +46,12 @@ def run(config: Config) -> RunResult:
     env = cluster.detect()
     device = pick_device(config.train.device, env)
     trainer = None
-    distributed.init(env, device)
+    distributed.init(env, device, config.distributed.timeout_s)
     try:
         trainer = Trainer(config, env, device)
         result = trainer.fit()
     finally:
         distributed.shutdown(release=trainer.release if trainer else None)
-    if result.preempted:
-        trainer.preemption.requeue()  # last: requeueing stops this job, so everything is closed first
     return result
 
 
@@ -164,7 +163,11 @@ class Trainer:
         peak = peak_flops(self.device, cfg.tracking.peak_tflops)
         meter = Throughput(self.layout.global_batch, self.env.world_size, self.device, recipe, peak)
         self.trackers.begin(self.start_step)
-        for step in range(self.start_step + 1, train.max_steps + 1):  # `step` counts optimizer steps, from 1
+        last = train.max_steps
+        if self.preemption.before_first_step():  # a stop signal during set-up: leave before training anything
+            result.preempted, result.exit_code, last = self.preemption.stopped(None, None), self.preemption.exit_code, 0
+            distributed.print0(result.preempted)
+        for step in range(self.start_step + 1, last + 1):  # `step` counts optimizer steps, from 1
             wait_start = time.perf_counter()
             epoch, step_in_epoch, micro_batches = next(batches)
             meter.data_wait_s += time.perf_counter() - wait_start
@@ -223,7 +226,10 @@ class Trainer:
                 break
             if self.preemption.requested():  # all ranks agree, so all stop here
                 self.save_checkpoint(step)
-                result.preempted = self.preemption.saved(step)
+                saved = self.checkpointer.complete()
+                result.preempted = self.preemption.stopped(step, str(saved[-1]) if saved else None)
+                result.exit_code = self.preemption.exit_code
+                distributed.print0(result.preempted)
                 break
             if every and step % every == 0:
                 self.save_checkpoint(step, blocking=False)

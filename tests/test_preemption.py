@@ -48,11 +48,12 @@ def test_sigterm_to_one_rank_saves_on_all_and_resumes(fashion_root, tmp_path, un
         if agent.poll() is None:
             agent.kill()
     assert agent.returncode == 0, out[-3000:]
-    step = int(re.search(r"preempted at step (\d+): checkpoint saved; run the same command again", out).group(1))
+    step = int(re.search(r"stopped by SIGTERM at step (\d+): checkpoint saved \(.*step_\1\); run the same command "
+                         r"again to resume", out).group(1))
     assert 10 <= step < 300 and len(train_losses(tmp_path)) < 300
 
     resumed = run_torchrun(2, *args).stdout
-    assert "preempted" not in resumed
+    assert "stopped by" not in resumed
     losses = train_losses(tmp_path)
     assert set(range(step + 1, 301)) <= set(losses)
     assert_close_losses(losses, {s: uninterrupted_losses[s] for s in losses}, rel=1e-5)

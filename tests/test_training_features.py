@@ -94,7 +94,7 @@ def test_early_stopping_unknown_metric_is_a_usage_error(tmp_path):
 
 COUNTING_RECIPE = '''
 import os
-from recipes.mlp_regression import MLPRegression
+from dist_train.recipes.mlp_regression import MLPRegression
 
 
 class Counting(MLPRegression):

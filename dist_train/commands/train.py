@@ -4,6 +4,9 @@ from __future__ import annotations
 
 
 def main(args) -> int:
+    from dist_train.preemption import stop_signals
+
+    stop_signals.install()  # first: a stop signal during set-up is recorded, not fatal (dist_train.preemption)
     from dist_train.config import load
 
     config = load(args.config, args.overrides)
@@ -13,7 +16,7 @@ def main(args) -> int:
     from dist_train import distributed
 
     if result.preempted:
-        return 0  # checkpoint saved (and job requeued under SLURM): see dist_train.preemption
+        return result.exit_code  # checkpoint saved, rank 0 said how to go on (dist_train.preemption)
     summary = f"done: {result.steps} steps, loss {result.last_loss:.4f}"
     if result.eval:
         summary += " | eval " + ", ".join(f"{k} {v:.4f}" for k, v in result.eval.items())

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from support import RECIPES, REPO, TINY_RUN, assert_close_losses, env, free_port, run_cli, train_losses
-from dist_train.launch.torchrun import torchrun_prefix
+from dist_train.cluster.torchrun import torchrun_prefix
 
 CONFIG = str(RECIPES / "fashion_mnist_mlp.yaml")
 
