@@ -24,10 +24,11 @@ import torch.distributed as dist
 from dist_train.cluster import DistEnv
 
 _env: DistEnv = DistEnv.single()
+_store = None  # the rendezvous store the process group was built on (a side channel, e.g. for the watchdog)
 
 
 def init(env: DistEnv, device: torch.device, timeout_s: float = 600.0) -> None:
-    global _env
+    global _env, _store
     _env = env
     if not env.is_distributed or dist.is_initialized():
         return
@@ -44,6 +45,7 @@ def init(env: DistEnv, device: torch.device, timeout_s: float = 600.0) -> None:
         if warning and env.is_main:
             print(warning, file=sys.stderr, flush=True)
         store = dist.PrefixStore(f"/attempt_{env.restart_count}", store)
+    _store = store
     kwargs = {"device_id": device} if device.type == "cuda" else {}
     dist.init_process_group(backend, store=store, rank=env.rank, world_size=env.world_size, timeout=timeout, **kwargs)
 
@@ -58,6 +60,11 @@ def shutdown(release: Callable[[], None] | None = None) -> None:
 
 def env() -> DistEnv:
     return _env
+
+
+def store():
+    """The store every rank of this job shares (None on one process); usable while the process group is stuck."""
+    return _store
 
 
 def is_main() -> bool:

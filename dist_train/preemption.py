@@ -1,7 +1,7 @@
 """Stop signals: SIGUSR1 (time limit near), SIGTERM (scancel, preemption, kill) and Ctrl-C (SIGINT) all mean
 "checkpoint at the next step boundary, then stop". What happens next is the launcher's business: under SLURM the
-batch script requeues after a USR1 and not after a TERM (dist_train.cluster.slurm); by hand, run the same command
-again. A run stopped by Ctrl-C exits 130 after saving; by USR1/TERM, 0 (torchrun would count anything else as a
+batch script requeues after a time-limit warning or a preemption, not after a scancel (dist_train.cluster.slurm); by
+hand, run the same command again. A run stopped by Ctrl-C exits 130 after saving; by USR1/TERM, 0 (torchrun would count anything else as a
 failure and restart or fail the job).
 
 `StopSignals` is installed first thing by `dist-train train`, before the config is read or torch imported, so a
@@ -55,6 +55,13 @@ class StopSignals:
             return False  # Python allows handlers only in the main thread
         self._previous = {sig: signal.signal(sig, self._record) for sig in SIGNALS}
         return True
+
+    def ignore(self) -> None:
+        """After the run: further USR1/TERM (SLURM re-sends the warning until every process has exited) are ignored.
+        A recording handler would not do: Python resets it to the default, fatal one while the interpreter exits."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGUSR1, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
 
     def uninstall(self) -> None:
         """Back to the handlers from before `install`, nothing recorded (for runs started from Python)."""
@@ -145,8 +152,8 @@ class Preemption:
         else:
             what = f"stopped by {name} at step {step}: checkpoint saved ({checkpoint})"
         if "SLURM_JOB_ID" in os.environ and self.signum != signal.SIGINT:
-            then = ("the batch script requeues the job, which resumes from it" if self.signum == signal.SIGUSR1
-                    else "not requeued (resubmit to resume; a job SLURM requeues after preemption resumes by itself)")
+            then = ("the batch script requeues the job, which resumes from here" if self.signum == signal.SIGUSR1
+                    else "requeued if SLURM preempted the job, not after a scancel (resubmit to resume)")
         else:
             then = "run the same command again to resume"
         return f"{what}; {then}"

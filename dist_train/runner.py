@@ -29,7 +29,9 @@ from dist_train.recipe import Recipe, resolve_recipe
 from dist_train.strategies import build_strategy
 from dist_train.tracking import NoTracker, Trackers
 from dist_train.tracking.sinks import open_trackers
+from dist_train.tracking.stragglers import StepReadiness
 from dist_train.tracking.throughput import Throughput, peak_flops
+from dist_train.watchdog import Watchdog, enable_flight_recorder
 
 
 @dataclass
@@ -46,6 +48,8 @@ def run(config: Config) -> RunResult:
     env = cluster.detect()
     device = pick_device(config.train.device, env)
     trainer = None
+    if config.watchdog.timeout_s is not None:
+        enable_flight_recorder()  # before the process group exists: the watchdog's record of collectives
     distributed.init(env, device, config.distributed.timeout_s)
     try:
         trainer = Trainer(config, env, device)
@@ -128,6 +132,7 @@ class Trainer:
         # log and save steps, so detection costs no device op and no host sync per step.
         self.unchecked_losses: list[tuple[int, torch.Tensor]] = []
         self.kill_point = test_hooks.KillPoint(env.rank, env.restart_count)
+        self.watchdog = Watchdog(config.watchdog.timeout_s, self.run_dir, env.rank, env.world_size, distributed.store())
 
     def _open_trackers(self) -> Trackers:
         try:
@@ -162,23 +167,29 @@ class Trainer:
         strategy.model.train()
         peak = peak_flops(self.device, cfg.tracking.peak_tflops)
         meter = Throughput(self.layout.global_batch, self.env.world_size, self.device, recipe, peak)
+        readiness = StepReadiness(self.device)
         self.trackers.begin(self.start_step)
+        self.watchdog.start()
         last = train.max_steps
         if self.preemption.before_first_step():  # a stop signal during set-up: leave before training anything
             result.preempted, result.exit_code, last = self.preemption.stopped(None, None), self.preemption.exit_code, 0
             distributed.print0(result.preempted)
         for step in range(self.start_step + 1, last + 1):  # `step` counts optimizer steps, from 1
             wait_start = time.perf_counter()
+            readiness.step_started()
             epoch, step_in_epoch, micro_batches = next(batches)
             meter.data_wait_s += time.perf_counter() - wait_start
             step_loss = torch.zeros((), device=self.device)
             for i, batch in enumerate(micro_batches):
                 self.kill_point.reached(f"micro{i}", step)
+                self.watchdog.beat(f"micro-batch {i} (forward, backward)", step)
                 meter.add_tokens(batch)
                 batch = to_device(batch, self.device)
                 with strategy.micro_step(is_last=i == accum - 1):
                     with strategy.autocast():
                         loss = recipe.loss(recipe.forward(strategy.model, batch), batch)
+                    if i == accum - 1:
+                        readiness.ready()  # the gradient synchronisation starts in this backward
                     # Each micro-batch is 1/accum of this rank's share: summing loss/accum gradients gives the
                     # gradient of the mean over the rank's samples; the strategy then averages over ranks.
                     # The L1 term rides along in every micro-batch, so it too adds up to once per step.
@@ -197,6 +208,7 @@ class Trainer:
                 self.unchecked_losses.append((step, step_loss))  # `stop`: checked at the next log/save step
                 grad_norm = strategy.step()
             meter.steps += 1
+            self.watchdog.step_done(step)
             self.position = (epoch, (step_in_epoch + 1) * layout.global_batch)
             if self.ema is not None:
                 self.ema.update_parameters(strategy.unwrapped_model)
@@ -205,7 +217,8 @@ class Trainer:
                 self.raise_if_diverged()
                 # Host syncs (.item() waits for the device) happen only on log steps, here and just above.
                 loss_value = distributed.mean_across_ranks(step_loss / accum).item()
-                metrics = {"loss": loss_value, "lr": strategy.lr, "epoch": epoch, **meter.collect()}
+                metrics = {"loss": loss_value, "lr": strategy.lr, "epoch": epoch, **meter.collect(),
+                           **readiness.collect()}
                 if grad_norm is not None:
                     metrics["grad_norm"] = float(grad_norm)
                 self.trackers.log(metrics, step)
@@ -234,6 +247,7 @@ class Trainer:
             if every and step % every == 0:
                 self.save_checkpoint(step, blocking=False)
                 meter.restart()  # keep the save out of the throughput figures
+        self.watchdog.stop()  # what follows (the recipe's on_train_end, e.g. sampling text) is not step-timed
         self.checkpointer.wait()
         self._finish(result)
         return result
@@ -263,6 +277,7 @@ class Trainer:
         so can a preemption handler). Blocking: returns once the checkpoint is committed; otherwise, with
         checkpoint.async, once the state is copied and the write goes on in the background."""
         self.raise_if_diverged()  # never a checkpoint of a diverged state
+        self.watchdog.beat("checkpoint save", step)
         epoch, samples_in_epoch = self.position
         client_state = {"step": step, "epoch": epoch, "samples_in_epoch": samples_in_epoch,
                         "global_batch": self.layout.global_batch, "tracking_run_id": self.tracking_run_id,
@@ -276,6 +291,7 @@ class Trainer:
         self.checkpointer.save(step, self.strategy, client_state, manifest, blocking=blocking)
         if blocking:
             self.checkpointer.wait()
+        self.watchdog.beat("checkpoint saved", step)
 
     def raise_if_diverged(self) -> None:
         """train.on_nan=stop: end the run on every rank alike if any rank saw a non-finite loss."""
@@ -302,6 +318,7 @@ class Trainer:
         model.eval()
         metrics = {"loss": Mean(), **recipe.metrics()}
         for batch, valid in eval_batches(self.eval_data, self.config.eval_batch_size, self.env.rank, self.env.world_size):
+            self.watchdog.beat("evaluation")
             batch = to_device(batch, self.device)
             with self.strategy.autocast():
                 outputs = recipe.forward(model, batch)
@@ -319,6 +336,7 @@ class Trainer:
 
     def release(self) -> None:
         """Drop wrapped model and optimizer before the process group goes (see dist_train.distributed)."""
+        self.watchdog.stop()
         self.strategy.teardown()
         self.trackers.close()
         self.preemption.close()

@@ -13,10 +13,12 @@ and no `srun --kill-on-bad-exit` can kill it first (docs/scaling-out.md has the 
   decides to requeue at once, relays USR1 to the workers (re-sent every 2 s: a worker still starting up ignores it
   until its handler is in place), and runs `scontrol requeue` when the workers have saved and exited, or at the
   latest REQUEUE_MARGIN_S before the time limit; at most `slurm.max_requeues` times.
-- TERM (plain `scancel`, or preemption's grace period): the workers checkpoint and stop; the shell does not requeue
-  (a partition with PreemptMode=REQUEUE requeues a preempted job itself).
-torchrun itself would die of USR1 and exits 1 on TERM; it runs with USR1 ignored (inherited by its workers until
-dist_train.preemption installs its handler), so a warning ends in exit code 0 on every node.
+- TERM to the workers, from preemption (the steps only, at the start of the grace time): they checkpoint and stop,
+  and the shell requeues (uncapped: the job is not at fault), because SLURM requeues a preempted job only if it is
+  still running when the grace time ends (measured: one that finished in time ended COMPLETED, not requeued).
+- TERM to the batch shell too, from `scancel JOBID`: checkpoint, then stop; a cancel is never requeued.
+torchrun itself would die of USR1 and exits 1 on TERM; it runs with both ignored (inherited by its workers until
+dist_train.preemption installs its handlers), so a stop ends in exit code 0 on every node, never in "failed".
 The files under slurm/ are this template rendered for 1 and 2 nodes (tests keep them identical).
 """
 
@@ -168,7 +170,7 @@ def render(spec: JobSpec, train_args: list[str] | None) -> str:
         "# which starts the processes. Signals (docs/scaling-out.md): USR1, sent by SLURM "
         f"{lead} s before the time limit",
         "# (or `scancel --signal=USR1 --batch JOBID`): checkpoint, then requeue, up to slurm.max_requeues times;",
-        "# TERM (`scancel JOBID`, preemption): checkpoint, then stop.",
+        "# TERM: checkpoint, then stop; requeued after preemption, not after `scancel JOBID`.",
         *(["# Submit: sbatch THIS_FILE CONFIG [key=value ...]; sbatch options (--nodes, --time, ...) override these.",
            "# Same template as `dist-train sbatch`, which fills in CONFIG and overrides (dist_train/cluster/slurm.py)."]
           if train_args is None else []),
@@ -189,6 +191,12 @@ def render(spec: JobSpec, train_args: list[str] | None) -> str:
         'echo "job $job attempt $attempt: $SLURM_JOB_NUM_NODES node(s), rendezvous $head_node:$rdzv_port"',
         "",
         "warned=0 cancelled=0",
+        "requeue() {  # $1: why",
+        "    trap '' TERM  # SLURM ends this attempt now",
+        '    echo "dist-train: $1: requeueing job $job" && scontrol requeue "$job" && exit 0',
+        '    echo "dist-train: scontrol requeue $job failed; resubmit the job to resume from its last checkpoint"',
+        f"    exit {NOT_REQUEUED_EXIT}",
+        "}",
         "on_warning() {",
         '    [ "$warned" = 1 ] && return',
         f"    warned=1 requeue_by=$((SECONDS + {lead - REQUEUE_MARGIN_S}))",
@@ -196,14 +204,16 @@ def render(spec: JobSpec, train_args: list[str] | None) -> str:
         '    scancel --signal=USR1 "$job" 2>/dev/null',
         "}",
         "trap on_warning USR1",
-        "trap 'cancelled=1; echo \"dist-train: SIGTERM (scancel or preemption): workers checkpoint and stop; "
-        "this script does not requeue\"' TERM",
+        "trap 'cancelled=1; echo \"dist-train: SIGTERM (scancel): workers checkpoint and stop; not requeued\"' TERM",
         "",
         "status=0",
         'if [ "$warned" = 0 ] && [ "$cancelled" = 0 ]; then',
         "    # Slurm 22.05's srun does not inherit --cpus-per-task from the allocation: pass it on. torchrun runs with",
-        "    # USR1 ignored: the warning is for its workers, and torchrun would die of it.",
-        f'    srun --kill-on-bad-exit=1{cpus} bash -c \'trap "" USR1; exec "$@"\' torchrun "$PYTHON" -m torch.distributed.run \\',
+        "    # USR1 and TERM ignored (PET_SIGNALS_TO_HANDLE is torch 2.13's --signals-to-handle): they are for its",
+        "    # workers, which save and exit 0; torchrun would die of USR1 and exit 1 on TERM, and srun --kill-on-bad-exit",
+        "    # would then kill the others.",
+        f'    PET_SIGNALS_TO_HANDLE=SIGINT,SIGHUP,SIGQUIT srun --kill-on-bad-exit=1{cpus} \\',
+        '        bash -c \'trap "" USR1 TERM; exec "$@"\' torchrun "$PYTHON" -m torch.distributed.run \\',
         f'        --nnodes="$SLURM_JOB_NUM_NODES" --nproc-per-node={spec.procs}{restarts} \\',
         '        --rdzv-backend=c10d --rdzv-endpoint="$head_node:$rdzv_port" --rdzv-id="$SLURM_JOB_ID" \\',
         '        -m dist_train train "$@" &',
@@ -220,15 +230,15 @@ def render(spec: JobSpec, train_args: list[str] | None) -> str:
         '    kill -0 "$srun_pid" 2>/dev/null || { wait "$srun_pid"; status=$?; }',
         "fi",
         'if [ "$warned" = 1 ]; then',
-        '    if (( attempt < max_requeues )); then',
-        '        echo "dist-train: requeueing job $job (requeue $((attempt + 1)) of at most $max_requeues, slurm.max_requeues)"',
-        "        trap '' TERM  # SLURM ends this attempt now",
-        '        scontrol requeue "$job" && exit 0',
-        '        echo "dist-train: scontrol requeue $job failed; resubmit the job to resume from its last checkpoint"',
-        "    else",
-        '        echo "dist-train: not requeued: slurm.max_requeues=$max_requeues used up; resubmit to resume from the last checkpoint"',
-        "    fi",
+        '    (( attempt < max_requeues )) && requeue "time limit (requeue $((attempt + 1)) of at most $max_requeues)"',
+        '    echo "dist-train: not requeued: slurm.max_requeues=$max_requeues used up; resubmit to resume from the last checkpoint"',
         f"    exit {NOT_REQUEUED_EXIT}",
+        "fi",
+        "# Preemption signals the steps only (TERM, then the grace time). SLURM requeues a preempted job (PreemptMode=REQUEUE)",
+        "# only if it is still running when the grace time ends: one whose workers saved and stopped in time would end",
+        "# COMPLETED, its requeue lost. So the requeue is asked for here.",
+        'if [ "$cancelled" = 0 ] && scontrol show job "$job" 2>/dev/null | grep -q "PreemptTime=[0-9]"; then',
+        '    requeue "preempted"',
         "fi",
         'exit "$status"',
         "",

@@ -12,7 +12,10 @@ def main(args) -> int:
     config = load(args.config, args.overrides)
     from dist_train.runner import run  # torch is imported only once the config is known to be valid
 
-    result = run(config)
+    try:
+        result = run(config)
+    finally:
+        stop_signals.ignore()  # the run is over: a late stop signal must not kill the exiting process
     from dist_train import distributed
 
     if result.preempted:
