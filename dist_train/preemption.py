@@ -1,8 +1,8 @@
 """Stop signals: SIGUSR1 (time limit near), SIGTERM (scancel, preemption, kill) and Ctrl-C (SIGINT) all mean
 "checkpoint at the next step boundary, then stop". What happens next is the launcher's business: under SLURM the
 batch script requeues after a time-limit warning or a preemption, not after a scancel (dist_train.cluster.slurm); by
-hand, run the same command again. A run stopped by Ctrl-C exits 130 after saving; by USR1/TERM, 0 (torchrun would count anything else as a
-failure and restart or fail the job).
+hand, run the same command again. A run stopped by Ctrl-C exits 130 after saving; by USR1/TERM, 0 (torchrun would
+count anything else as a failure and restart or fail the job).
 
 `StopSignals` is installed first thing by `dist-train train`, before the config is read or torch imported, so a
 signal during set-up is recorded instead of killing the process half-way (the run then stops before its first step,

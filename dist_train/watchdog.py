@@ -1,9 +1,9 @@
 """Hangs named, not waited out: when no progress is made for `watchdog.timeout_s`, every rank writes where it is and
 the job ends, instead of sitting in a collective until `distributed.timeout_s` (or forever, if one rank sleeps).
 
-Progress is a beat from the loop (each micro-batch, optimizer step, evaluation batch and checkpoint save); the
-watchdog arms after the first optimizer step, so compilation and data-loader start-up are not timed. A monitor
-thread checks the time since the last beat. When it passes the timeout, the rank
+Progress is a beat from the loop (dist_train.callbacks.watchdog: each micro-batch, optimizer step and checkpoint
+save); the watchdog arms after the first optimizer step, so compilation and data-loader start-up are not timed.
+A monitor thread checks the time since the last beat. When it passes the timeout, the rank
 - writes run_dir/hang/rank<R>.txt: the Python stacks of all its threads, the loop's own record of what it entered
   last, and the collectives it entered last from torch's flight recorder (gloo and NCCL both record into it in
   torch 2.13 once TORCH_FR_BUFFER_SIZE is set before the process group exists: `enable_flight_recorder`);
@@ -47,6 +47,7 @@ class Watchdog:
         self.step = 0  # last optimizer step completed
         self.last_beat = time.monotonic()
         self.armed = False
+        self._armed_before_pause = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -55,6 +56,13 @@ class Watchdog:
     def beat(self, what: str, step: int | None = None) -> None:
         self.last_beat = time.monotonic()
         self.record.append((time.time(), self.step + 1 if step is None else step, what))
+
+    def pause(self) -> None:
+        self._armed_before_pause, self.armed = self.armed, False
+
+    def resume(self, what: str) -> None:
+        self.beat(what)
+        self.armed = self._armed_before_pause
 
     def step_done(self, step: int) -> None:
         self.step = step

@@ -37,7 +37,8 @@ def probe(cwd: Path, *path: Path) -> list[str]:
 def users_recipes(root: Path) -> Path:
     (root / "recipes").mkdir(parents=True)
     (root / "recipes" / "__init__.py").write_text("")
-    (root / "recipes" / "mine.py").write_text("from dist_train.recipe import Recipe\n\n\nclass Mine(Recipe):\n    pass\n")
+    (root / "recipes" / "mine.py").write_text("from dist_train.recipe import Recipe\n\n\nclass Mine(Recipe):\n"
+                                              "    pass\n")
     return root
 
 

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from support import PREEMPTIBLE_RUN, REPO, RECIPES, assert_close_losses, env, run_torchrun, train_losses, worker_of_rank
 

@@ -84,7 +84,8 @@ def test_slurm_array_uses_the_batch_script_of_sbatch(tmp_path):
 
     trials = sweep.plan([("optimizer.lr", ["1e-3", "3e-3"])], [], None, 0, tmp_path / "s")
     lines = sweep.trials_file(trials).splitlines()
-    assert lines == [f"optimizer.lr=1e-3 run_dir={tmp_path}/s/trial_000", f"optimizer.lr=3e-3 run_dir={tmp_path}/s/trial_001"]
+    assert lines == [f"optimizer.lr=1e-3 run_dir={tmp_path}/s/trial_000",
+                     f"optimizer.lr=3e-3 run_dir={tmp_path}/s/trial_001"]
     script = render(JobSpec(array_file=str(tmp_path / "trials.txt"), array_size=2), ["c.yaml"])
     assert script.startswith(render(JobSpec(), ["c.yaml"]).split("#SBATCH")[0])  # same header
     for line in ("#SBATCH --array=0-1", "#SBATCH --signal=B:USR1@120", "#SBATCH --requeue", "trap on_warning USR1",

@@ -20,7 +20,7 @@ class DistEnv:
     nodes: int = 1  # launcher agents in this round (torchrun's GROUP_WORLD_SIZE), 1 when unknown
 
     @classmethod
-    def single(cls) -> "DistEnv":
+    def single(cls) -> DistEnv:
         return cls(0, 0, 1, 1, "127.0.0.1", 0, 0, "single")
 
     @property

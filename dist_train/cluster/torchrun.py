@@ -90,7 +90,8 @@ class LaunchPlan:
 
     @property
     def host_port(self) -> tuple[str, int]:
-        host, _, port = self.rdzv_endpoint.rpartition(":") if ":" in self.rdzv_endpoint else (self.rdzv_endpoint, "", "")
+        endpoint = self.rdzv_endpoint
+        host, _, port = endpoint.rpartition(":") if ":" in endpoint else (endpoint, "", "")
         try:
             return host, int(port) if port else DEFAULT_RDZV_PORT
         except ValueError:
@@ -161,4 +162,5 @@ def launch(plan: LaunchPlan, train_args: list[str], dry_run: bool, connect_timeo
         if not is_local_address(host):
             wait_for_endpoint(host, port, connect_timeout_s)
     sys.stdout.flush()
-    os.execve(cmd[0], cmd, {**os.environ, **FRESH_STORE_PER_ROUND})  # torchrun replaces us: its signals and exit code are the user's
+    # torchrun replaces us: its signals and exit code are the user's.
+    os.execve(cmd[0], cmd, {**os.environ, **FRESH_STORE_PER_ROUND})

@@ -1,4 +1,5 @@
-"""`dist-train train CONFIG [key=value ...]`: train one run (one process, or one rank under torchrun/srun)."""
+"""`dist-train train CONFIG [key=value ...] [--print-config]`: train one run (one process, or one rank under
+torchrun/srun)."""
 
 from __future__ import annotations
 
@@ -7,20 +8,26 @@ def main(args) -> int:
     from dist_train.preemption import stop_signals
 
     stop_signals.install()  # first: a stop signal during set-up is recorded, not fatal (dist_train.preemption)
-    from dist_train.config import load
+    from dist_train.config import load, to_yaml
 
-    config = load(args.config, args.overrides)
-    from dist_train.runner import run  # torch is imported only once the config is known to be valid
+    config = load(args.config, args.overrides)  # checked before torch is imported: mistakes cost no start-up
+    if args.print_config:
+        print(to_yaml(config), end="")
+        return 0
+    from dist_train.runner import run
 
     try:
         result = run(config)
     finally:
         stop_signals.ignore()  # the run is over: a late stop signal must not kill the exiting process
     from dist_train import distributed
+    from dist_train.tracking.console import format_duration
 
     if result.preempted:
         return result.exit_code  # checkpoint saved, rank 0 said how to go on (dist_train.preemption)
-    summary = f"done: {result.steps} steps, loss {result.last_loss:.4f}"
+    if result.complete_before:
+        return 0
+    summary = f"done: {result.steps} steps in {format_duration(result.elapsed_s)}, loss {result.last_loss:.4f}"
     if result.eval:
         summary += " | eval " + ", ".join(f"{k} {v:.4f}" for k, v in result.eval.items())
     distributed.print0(summary)

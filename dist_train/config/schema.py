@@ -153,6 +153,8 @@ class Config:
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    # `callbacks: [{name: profiler, start: 10}, ...]`, checked into dist_train.callbacks.CallbackSpec entries.
+    callbacks: list[Any] = field(default_factory=list)
     # The recipe's own sections (e.g. "model"), each an instance of the dataclass the recipe declares.
     sections: dict[str, Any] = field(default_factory=dict)
 

@@ -63,7 +63,7 @@ def free_ports(n: int) -> list[int]:
 def slurm_conf(d: Path, ctld_port: int, node_ports: list[int]) -> str:
     host = socket.gethostname()
     nodes = "\n".join(f"NodeName={n} NodeHostname={host} NodeAddr=127.0.0.1 Port={p} CPUs=2 RealMemory=2000"
-                      for n, p in zip(NODES, node_ports))
+                      for n, p in zip(NODES, node_ports, strict=True))
     return f"""ClusterName=disttrain
 SlurmctldHost={host}
 SlurmctldPort={ctld_port}
