@@ -155,7 +155,7 @@ def wait_for_endpoint(host: str, port: int, timeout_s: float) -> None:
 def launch(plan: LaunchPlan, train_args: list[str], dry_run: bool, connect_timeout_s: float) -> int:
     cmd = torchrun_command(plan, train_args)
     if dry_run:
-        print(shlex.join(cmd))
+        print(" ".join(f"{k}={v}" for k, v in FRESH_STORE_PER_ROUND.items()), shlex.join(cmd))
         return 0
     if plan.nodes > 1:
         host, port = plan.host_port
