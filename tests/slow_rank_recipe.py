@@ -50,5 +50,6 @@ class SlowRank(MLPRegression):
             if self.forwards == cfg.step and not (cfg.once_file and os.path.exists(cfg.once_file)):
                 if cfg.once_file:
                     Path(cfg.once_file).touch()
-                time.sleep(cfg.seconds)  # the line the watchdog must name
+                # The line the watchdog must name:
+                time.sleep(cfg.seconds)
         return super().forward(model, batch)

@@ -77,7 +77,9 @@ def test_time_limit_warning_in_set_up_and_mid_run_requeues_up_to_max_requeues(sl
     a few steps); mid-run in the next attempt: checkpoint, but slurm.max_requeues=1 is used up: not requeued, exit 75
     (and no step reports a failure)."""
     run_dir = tmp_path / "warned"
-    job = submit(slurm, run_dir, "--nodes", "2", "--procs-per-node", "1",
+    # A long lead: on a loaded machine the workers may take minutes to start, and the script requeues without them
+    # REQUEUE_MARGIN_S before the time limit (also a requeue, but not the path this test is after).
+    job = submit(slurm, run_dir, "--nodes", "2", "--procs-per-node", "1", "--signal-lead", "300",
                  overrides=[f"data.root={fashion_root}", *PREEMPTIBLE_RUN, "slurm.max_requeues=1"])
     log = run_dir / f"slurm-{job}.out"
     wait_for(lambda: log.exists() and f"job {job} attempt 0:" in log.read_text(), slurm, job, "attempt 0 starts")
@@ -92,7 +94,7 @@ def test_time_limit_warning_in_set_up_and_mid_run_requeues_up_to_max_requeues(sl
     assert "dist-train: not requeued: slurm.max_requeues=1 used up" in text
     stops = re.findall(r"stopped by SIGUSR1 \(time-limit warning\) (before the first step|at step (\d+))", text)
     assert len(stops) == 2, text
-    step = int(stops[1][1])
+    step = int(stops[1][1])  # attempt 1: mid-run
     assert (run_dir / "checkpoints" / f"step_{step}" / "checkpoint.json").is_file() and step < 300
     assert clean_exits(text), text
 
