@@ -12,7 +12,8 @@ from dist_train import __version__
 from dist_train.errors import RUN_ERROR_EXIT_CODE, USAGE_EXIT_CODE, RunError, UsageError
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The top-level parser, and each subcommand's own parser by name (for errors in the subcommand's usage)."""
     parser = argparse.ArgumentParser(
         prog="dist-train",
         description="Train a recipe from one CPU process to a multi-node cluster with one config.",
@@ -62,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-task", type=int, default=0, help="CPUs for each node's torchrun (default: SLURM's)")
     p.add_argument("--signal-lead", type=int, default=120, metavar="S",
                    help="seconds before the time limit at which to checkpoint and requeue (default 120)")
+    p.add_argument("--max-restarts", type=int, default=0,
+                   help="torchrun restarts of the workers within a job attempt, e.g. after a hang (default 0)")
     p.add_argument("--dry-run", action="store_true", help="print the script instead of writing and submitting it")
     p.set_defaults(handler="dist_train.commands.sbatch:main")
 
@@ -101,9 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["min", "max"], help="min or max is best (default: from early_stopping, else min)")
     p.add_argument("--nproc", type=int, default=1, help="processes per trial (torchrun --standalone)")
     p.add_argument("--slurm", action="store_true", help="submit the trials as a SLURM job array instead")
+    p.add_argument("--partition", help="with --slurm: SLURM partition (default: the cluster's default)")
+    p.add_argument("--time", default="01:00:00", help="with --slurm: time limit of each trial (default 01:00:00)")
     p.add_argument("--collect", action="store_true", help="only print the ranked table of trials already run")
     p.set_defaults(handler="dist_train.commands.sweep:main")
-    return parser
+    return parser, dict(sub.choices)
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -111,8 +116,23 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.max_steps=50")
 
 
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """argparse takes `key=value` words only right after CONFIG; after an option they come back unrecognised.
+    Those become overrides (in command-line order), so overrides work anywhere on the line; anything else unknown
+    is reported with the subcommand's own usage."""
+    parser, subcommands = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        usage = subcommands.get(args.command, parser)
+        stray = [a for a in extra if a.startswith("-") or "=" not in a]
+        if stray or not hasattr(args, "overrides"):
+            usage.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     module_name, _, func = args.handler.partition(":")
     try:
         code = getattr(importlib.import_module(module_name), func)(args)

@@ -4,8 +4,9 @@ A recipe is a small class that builds the model, the train/eval datasets, the lo
 nothing about ranks, devices, precision or strategies; the runner does all of that. A recipe may declare extra
 config sections (`sections = {"model": ModelConfig}`), which the config loader types and checks like the core ones.
 
-`recipe:` in a config names either a module of the `recipes` package (`fashion_mnist_mlp`), or a user's own file
-or module with the class to use (`path/to/my_recipe.py:MyRecipe`, `my_pkg.recipes:MyRecipe`).
+`recipe:` in a config names either a bundled recipe, a module of `dist_train.recipes` (`fashion_mnist_mlp`, from the
+repository's recipes/ folder), or a user's own file or module with the class to use (`path/to/my_recipe.py:MyRecipe`,
+`my_pkg.recipes:MyRecipe`, or a package of the user's literally named `recipes`: `recipes.mine:MyRecipe`).
 """
 
 from __future__ import annotations
@@ -125,19 +126,22 @@ def resolve_recipe(name: str, base_dir: Path | None = None) -> type[Recipe]:
             f"{one_of(available)}, "
             "or path/to/file.py:ClassName for your own"
         )
-    module = _import_module(f"recipes.{name}", name)
+    module = _import_module(f"{BUNDLED}.{name}", name)
     found = _recipe_classes(module)
     if len(found) != 1:
-        raise UsageError(f"recipe: module recipes.{name} must define exactly one Recipe subclass, found {len(found)}")
+        raise UsageError(f"recipe: module {BUNDLED}.{name} must define exactly one Recipe subclass, found {len(found)}")
     return found[0]
+
+
+BUNDLED = "dist_train.recipes"
 
 
 def builtin_recipes() -> list[str]:
     try:
-        import recipes
+        bundled = importlib.import_module(BUNDLED)
     except ImportError:
         return []
-    folder = Path(recipes.__file__).parent
+    folder = Path(bundled.__file__).parent
     return sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_"))
 
 

@@ -36,6 +36,7 @@ from dist_train.tracking.run_record import RunRecord
 from dist_train.tracking.sinks import open_trackers
 from dist_train.tracking.throughput import Throughput, peak_flops
 from dist_train.train_state import TrainState
+from dist_train.watchdog import enable_flight_recorder
 
 
 @dataclass
@@ -43,7 +44,8 @@ class RunResult:
     steps: int = 0
     last_loss: float = math.nan
     eval: dict[str, float] = field(default_factory=dict)
-    preempted: str = ""  # what happened when a preemption signal stopped the run early (see dist_train.preemption)
+    preempted: str = ""  # what happened when a stop signal ended the run early (see dist_train.preemption)
+    exit_code: int = 0  # of the process, when a stop signal ended the run (130 after Ctrl-C)
     stopped: str = ""  # why a callback ended the run before train.max_steps (early stopping, a test's stop)
     complete_before: str = ""  # the run had already finished when this process started: nothing was trained
     elapsed_s: float = 0.0  # wall time of this process's run, set-up included
@@ -55,7 +57,9 @@ def run(config: Config) -> RunResult:
     env = cluster.detect()
     device = pick_device(config.train.device, env)
     trainer = lock = None
-    distributed.init(env, device)
+    if config.watchdog.timeout_s is not None:
+        enable_flight_recorder()  # before the process group exists: the watchdog's record of collectives
+    distributed.init(env, device, config.distributed.timeout_s)
     try:
         # Before anything reads or writes run_dir (resume removes unfinished saves): one run per run_dir.
         lock = run_dir_lock.acquire(config.run_dir, config.run_dir_lock.stale_after, env)
@@ -69,8 +73,6 @@ def run(config: Config) -> RunResult:
         distributed.shutdown(release=trainer.release if trainer else None)
         if lock is not None:
             lock.release()  # last: the trackers have closed their files in run_dir
-    if result.preempted:
-        trainer.preemption.requeue()  # last: requeueing stops this job, so everything is closed first
     return result
 
 
@@ -84,11 +86,17 @@ def pick_device(requested: str, env) -> torch.device:
 
 
 def build_callbacks(config: Config, recipe: Recipe) -> CallbackList:
-    """The run's callbacks, in the order their hooks run: the train.* switches, the recipe's, the config's list,
-    and last the tests' fault injection (dist_train.callbacks.fault_injection)."""
+    """The run's callbacks, in the order their hooks run: the watchdog and straggler figures (operations), the
+    train.* switches, the recipe's, the config's list, and last the tests' fault injection
+    (dist_train.callbacks.fault_injection)."""
     from dist_train.callbacks.fault_injection import FaultInjection
+    from dist_train.callbacks.stragglers import Stragglers
 
-    callbacks = []
+    callbacks = [Stragglers()]
+    if config.watchdog.timeout_s is not None:
+        from dist_train.callbacks.watchdog import HangWatchdog
+
+        callbacks.append(HangWatchdog(config.watchdog))
     if config.train.ema is not None:
         from dist_train.callbacks.ema import EMA, EMAConfig
 
@@ -216,8 +224,12 @@ class Trainer:
         meter = Throughput(layout.global_batch, self.env.world_size, self.device, recipe, peak)
         self.trackers.begin(state.step)
         callbacks.on_fit_start(self)
-        first_step = state.step + 1
-        for step in range(first_step, train.max_steps + 1):  # `step` counts optimizer steps, from 1
+        first_step, last_step = state.step + 1, train.max_steps
+        if self.preemption.before_first_step():  # a stop signal during set-up: leave before training anything
+            result.preempted, result.exit_code = self.preemption.stopped(None, None), self.preemption.exit_code
+            distributed.print0(result.preempted)
+            last_step = 0
+        for step in range(first_step, last_step + 1):  # `step` counts optimizer steps, from 1
             callbacks.on_step_start(self, step)
             wait_start = time.perf_counter()
             epoch, step_in_epoch, micro_batches = next(batches)
@@ -282,7 +294,10 @@ class Trainer:
                 break
             if self.preemption.requested():  # all ranks agree, so all stop here
                 self.save_checkpoint(step)
-                result.preempted = self.preemption.saved(step)
+                saved = self.checkpointer.complete()
+                result.preempted = self.preemption.stopped(step, str(saved[-1]) if saved else None)
+                result.exit_code = self.preemption.exit_code
+                distributed.print0(result.preempted)
                 break
             if every and step % every == 0:
                 self.save_checkpoint(step, blocking=False)

@@ -70,7 +70,7 @@ def test_data_fetch_unknown_name():
 
 def test_help_is_fast_and_imports_nothing_heavy():
     code = ("import sys, time; t = time.perf_counter(); from dist_train.cli import build_parser; "
-            "build_parser().format_help(); "
+            "build_parser()[0].format_help(); "
             "heavy = [m for m in ('torch', 'deepspeed', 'wandb', 'torchvision', 'matplotlib') if m in sys.modules]; "
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env(), capture_output=True, text=True, check=True)
@@ -109,3 +109,22 @@ def test_bad_config_gives_exit_2_and_a_short_error(tmp_path, case):
     assert 1 <= len(lines) <= 3 and len(result.stderr) < 1000, result.stderr[:3000]
     assert lines[0].startswith("dist-train: error: ") and needle in lines[0]
     assert not run_dir.exists()  # nothing written, not even the run_dir
+
+
+def test_overrides_anywhere_on_the_line():
+    """`key=value` words after options are overrides (in line order) for every subcommand that takes a config."""
+    from dist_train.cli import parse
+
+    a = parse(["launch", "c.yaml", "a=1", "--nproc-per-node", "2", "train.max_steps=50", "--dry-run", "b=2"])
+    assert (a.overrides, a.nproc_per_node, a.dry_run) == (["a=1", "train.max_steps=50", "b=2"], 2, True)
+    a = parse(["sbatch", "c.yaml", "--nodes", "2", "train.max_steps=50", "--time", "00:10:00"])
+    assert (a.overrides, a.nodes, a.time) == (["train.max_steps=50"], 2, "00:10:00")
+    a = parse(["sweep", "c.yaml", "--grid", "optimizer.lr=1e-3,3e-3", "train.max_steps=5", "--trials", "2"])
+    assert (a.overrides, a.grid, a.trials) == (["train.max_steps=5"], ["optimizer.lr=1e-3,3e-3"], 2)
+    assert parse(["train", "c.yaml", "a=1"]).overrides == ["a=1"]
+
+
+def test_unknown_option_shows_the_subcommands_usage():
+    r = run_cli("launch", CONFIG, "--nprocs", "2", "train.max_steps=5", check=False)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("usage: dist-train launch") and "unrecognized arguments: --nprocs 2" in r.stderr

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from dist_train.config.schema import Config
+from dist_train.config.schema import Config, SlurmConfig
 from dist_train.config.typed import build, to_dict
 from dist_train.config.yaml_loader import MAX_FILE_BYTES, YamlRefused, check_plain, parse, unshared
 from dist_train.errors import SHOWN_CHARS, UsageError, closest, key_text, one_line, one_of, shown
@@ -26,6 +26,13 @@ def load(path: str | os.PathLike, overrides: list[str] = ()) -> Config:
     raw = load_file(path)
     apply_overrides(raw, overrides)
     return from_dict(raw, base_dir=Path(path).resolve().parent)
+
+
+def slurm_section(path: str | os.PathLike, overrides: list[str] = ()) -> SlurmConfig:
+    """Only the `slurm:` section, checked: what a batch script needs before any process starts (no recipe import)."""
+    raw = load_file(path)
+    apply_overrides(raw, overrides)
+    return build(SlurmConfig, raw.get("slurm"), "slurm")
 
 
 def load_file(path: str | os.PathLike) -> dict:

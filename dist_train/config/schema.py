@@ -142,6 +142,27 @@ class RunDirLockConfig:
 
 
 @dataclass
+class DistributedConfig:
+    # How long a collective (all-reduce, all-gather, barrier, the store's rendezvous) may wait for the other ranks
+    # before it fails the run: the backstop behind the watchdog, which names the rank behind much sooner.
+    timeout_s: float = positive(600.0)
+
+
+@dataclass
+class WatchdogConfig:
+    # No optimizer step, eval batch or checkpoint save finishing for this long (from the second step on): every rank
+    # writes its stacks to run_dir/hang/rank<R>.txt, one summary names the rank(s) behind, the job exits 124.
+    # Keep it below distributed.timeout_s and above the longest step, eval batch and save; null: no watchdog.
+    timeout_s: Optional[float] = positive(300.0)
+
+
+@dataclass
+class SlurmConfig:
+    # Requeues after time-limit warnings (USR1) before the job stops for good; read by the batch script.
+    max_requeues: int = non_negative(3)
+
+
+@dataclass
 class Config:
     recipe: str = "fashion_mnist_mlp"
     strategy: Literal["auto", "single", "ddp", "fsdp", "deepspeed"] = "auto"
@@ -157,6 +178,9 @@ class Config:
     fsdp: FSDPConfig = field(default_factory=FSDPConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     run_dir_lock: RunDirLockConfig = field(default_factory=RunDirLockConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
     # `callbacks: [{name: profiler, start: 10}, ...]`, checked into dist_train.callbacks.CallbackSpec entries.
     callbacks: list[Any] = field(default_factory=list)
     # The recipe's own sections (e.g. "model"), each an instance of the dataclass the recipe declares.

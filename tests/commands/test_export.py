@@ -77,7 +77,7 @@ def test_export_from_a_deepspeed_zero3_checkpoint_reproduces_the_logged_eval(tmp
     logged = [r for r in read_metrics(run_dir) if "eval/mse" in r][-1]["eval/mse"]
 
     from dist_train.config import load
-    from recipes.mlp_regression import generate
+    from dist_train.recipes.mlp_regression import generate
 
     dataset = load(RECIPES / "mlp_regression.yaml", sizes).section("dataset")
     x, y = generate(dataset, dataset.n_eval, 1)
