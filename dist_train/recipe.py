@@ -70,6 +70,15 @@ class Recipe:
         recipe returns its blocks, e.g. `list(model.layers)`."""
         return [child for child in model.children() if any(True for _ in child.parameters())]
 
+    def tp_plan(self, model: nn.Module) -> dict:
+        """Tensor parallelism (`parallel.tensor`): {submodule name: torch.distributed.tensor.parallel style}, as
+        `parallelize_module` takes it. A recipe without one cannot run with parallel.tensor > 1."""
+        raise NotImplementedError
+
+    def check_parallel(self, tensor: int) -> None:
+        """Refuse (UsageError), from the config alone, a tensor-parallel degree the model cannot be split by
+        (e.g. one not dividing the heads); called before any process group work."""
+
     def on_train_end(self, model: nn.Module, eval_values: dict[str, float]) -> None:
         """Called once after the last step on EVERY rank (a sharded model needs all ranks in a forward), with the
         unwrapped model (the EMA model when train.ema is on) in eval mode under no_grad, and the last eval values.

@@ -24,6 +24,7 @@ from dist_train.data import BatchLayout, eval_batches, seed_everything, steps_pe
 from dist_train.early_stopping import EarlyStopping
 from dist_train.errors import RunError, UsageError
 from dist_train.metrics import Mean, reduce_metrics
+from dist_train.parallel_dims import ParallelDims, check_parallel
 from dist_train.preemption import Preemption
 from dist_train.recipe import Recipe, resolve_recipe
 from dist_train.strategies import build_strategy
@@ -44,6 +45,7 @@ class RunResult:
 def run(config: Config) -> RunResult:
     env = cluster.detect()
     device = pick_device(config.train.device, env)
+    check_parallel(config, env.world_size)  # a bad mesh shape fails here, before any process group work
     trainer = None
     distributed.init(env, device)
     try:
@@ -70,7 +72,9 @@ class Trainer:
         self.config, self.env, self.device = config, env, device
         self.preemption = Preemption()  # first: a signal during setup must not kill the process
         train = config.train
-        self.layout = BatchLayout(train.batch_size, train.grad_accum, env.world_size, env.rank)
+        # The data-parallel ranks read the data; the ranks of one tensor-parallel group read the same batch.
+        dims = ParallelDims.from_config(config, env.world_size)
+        self.layout = BatchLayout(train.batch_size, train.grad_accum, dims.dp, dims.dp_rank(env.rank))
         self.strategy = build_strategy(config, env, device)
         self.strategy.check()
         self.run_dir = Path(config.run_dir)
@@ -91,8 +95,9 @@ class Trainer:
         self.steps_per_epoch = steps_per_epoch(len(self.train_data), self.layout.global_batch)
         if self.steps_per_epoch == 0:
             raise UsageError(
-                f"train.batch_size: global batch {train.batch_size} x grad_accum {train.grad_accum} x world size "
-                f"{env.world_size} = {self.layout.global_batch} exceeds the {len(self.train_data)} training samples; "
+                f"train.batch_size: global batch {train.batch_size} x grad_accum {train.grad_accum} x data-parallel "
+                f"ranks {self.layout.world_size} = {self.layout.global_batch} exceeds the {len(self.train_data)} "
+                "training samples; "
                 "lower train.batch_size or grad_accum, or use fewer processes"
             )
         model = self.recipe.build_model()
@@ -146,7 +151,7 @@ class Trainer:
         accum = layout.grad_accum
         distributed.print0(
             f"recipe {cfg.recipe} | strategy {strategy.describe()} | world size {self.env.world_size} | "
-            f"device {self.device.type} | global batch {train.batch_size} x {accum} x {self.env.world_size} = "
+            f"device {self.device.type} | global batch {train.batch_size} x {accum} x {layout.world_size} = "
             f"{layout.global_batch} | {self.steps_per_epoch} steps/epoch | "
             f"{strategy.num_parameters():,} parameters"
         )
@@ -162,7 +167,8 @@ class Trainer:
         every, stop_after = cfg.checkpoint.every, test_hooks.stop_after_step()
         strategy.model.train()
         peak = peak_flops(self.device, cfg.tracking.peak_tflops)
-        meter = Throughput(self.layout.global_batch, self.env.world_size, self.device, recipe, peak)
+        meter = Throughput(self.layout.global_batch, self.env.world_size, self.device, recipe, peak,
+                           readers_per_batch=self.env.world_size // layout.world_size)
         self.trackers.begin(self.start_step)
         for step in range(self.start_step + 1, train.max_steps + 1):  # `step` counts optimizer steps, from 1
             wait_start = time.perf_counter()
@@ -295,7 +301,8 @@ class Trainer:
         model, recipe = self.eval_model, self.recipe
         model.eval()
         metrics = {"loss": Mean(), **recipe.metrics()}
-        for batch, valid in eval_batches(self.eval_data, self.config.eval_batch_size, self.env.rank, self.env.world_size):
+        for batch, valid in eval_batches(self.eval_data, self.config.eval_batch_size, self.layout.rank,
+                                         self.layout.world_size):
             batch = to_device(batch, self.device)
             with self.strategy.autocast():
                 outputs = recipe.forward(model, batch)

@@ -26,7 +26,8 @@ from torch import nn
 from dist_train.cluster import DistEnv
 from dist_train.config.schema import Config
 from dist_train.errors import UsageError
-from dist_train.optim import build_optimizer, build_scheduler
+from dist_train.optim import build_optimizer, build_scheduler, param_groups
+from dist_train.parallel_dims import ParallelDims
 
 if TYPE_CHECKING:
     from dist_train.recipe import Recipe
@@ -50,6 +51,27 @@ class Strategy(ABC):
                 f"train.precision: fp16 needs a CUDA device (this run is on {self.device.type}); "
                 "use bf16 or fp32 on this machine"
             )
+        ParallelDims.from_config(self.config, self.env.world_size)  # a mesh shape only fsdp can take
+
+    @property
+    def ac_every(self) -> int:
+        """Activation checkpointing: 0 off, 1 every unit, k every k-th unit (train.activation_checkpointing)."""
+        return self.config.train.activation_checkpointing
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """What every strategy does to the recipe's model before its own transforms: move it to the device and,
+        with train.sync_batchnorm on several processes, make BatchNorm use the statistics of the global batch."""
+        model = model.to(self.device)
+        if self.config.train.sync_batchnorm and self.env.is_distributed:
+            from dist_train.strategies.sync_batchnorm import convert_sync_batchnorm
+
+            model = convert_sync_batchnorm(model, self.device)
+        return model
+
+    def build_optimizer(self, model: nn.Module):
+        """Optimizer (parameter groups by the unwrapped model's names) and schedule."""
+        self.optimizer = build_optimizer(param_groups(model, self.config.optimizer), self.config.optimizer)
+        self.scheduler = build_scheduler(self.optimizer, self.config.scheduler, self.config.train.max_steps)
 
     @abstractmethod
     def setup(self, model: nn.Module, recipe: Recipe) -> None:
@@ -104,7 +126,9 @@ class Strategy(ABC):
 
     @property
     def lr(self) -> float:
-        return self.optimizer.param_groups[0]["lr"]
+        """The schedule's current lr for optimizer.lr (groups with an lr_scale run at a multiple of it)."""
+        group = self.optimizer.param_groups[0]
+        return group["lr"] / group["lr_scale"] if group.get("lr_scale") else group["lr"]
 
     @property
     def unwrapped_model(self) -> nn.Module:
@@ -125,9 +149,12 @@ class TorchStrategy(Strategy):
     """A torch optimizer + LambdaLR schedule + (for fp16) a GradScaler around whatever wrapper `wrap` applies."""
 
     def setup(self, model: nn.Module, recipe: Recipe) -> None:
-        self.model = self.wrap(model.to(self.device))
-        self.optimizer = build_optimizer(self.model.parameters(), self.config.optimizer)
-        self.scheduler = build_scheduler(self.optimizer, self.config.scheduler, self.config.train.max_steps)
+        model = self.prepare(model)
+        # The units for activation checkpointing / compile / FSDP, and the recipe's tensor-parallel plan, as
+        # `wrap` needs them.
+        self.units, self.recipe = recipe.fsdp_units(model), recipe
+        self.model = self.wrap(model)
+        self.build_optimizer(self.unwrapped_model)
         fp16 = self.config.train.precision == "fp16"
         self.scaler = torch.amp.GradScaler(self.device.type) if fp16 else None
 

@@ -27,10 +27,10 @@ import torch.distributed as dist
 from torch import nn
 
 from dist_train.errors import UsageError
-from dist_train.optim import build_optimizer, build_scheduler
 from dist_train.recipe import Recipe
 from dist_train.strategies.base import Strategy
-from dist_train.strategies.transforms import apply_compile
+from dist_train.strategies.buffers import keep_buffers_in_sync
+from dist_train.strategies.parallelize import parallelize
 
 INSTALL = "DS_BUILD_OPS=0 pip install --no-build-isolation -c launch/constraints-cpu.txt 'dist-train[deepspeed]'"
 CHECKPOINT_TAG = "deepspeed"  # the folder DeepSpeed writes inside the checkpoint directory it is given
@@ -122,11 +122,12 @@ class DeepSpeedStrategy(Strategy):
             dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
         # DeepSpeed's ZeRO calls the collectives torch renamed; the warning would repeat every step.
         warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
-        model = model.to(self.device)
-        if self.config.train.compile:
-            apply_compile([model])  # before wrapping, as for ddp/fsdp (see transforms.py)
-        self.optimizer = build_optimizer(model.parameters(), self.config.optimizer)
-        self.scheduler = build_scheduler(self.optimizer, self.config.scheduler, self.config.train.max_steps)
+        model = self.prepare(model)
+        # Checkpointing and compile before wrapping, as for ddp/fsdp (see parallelize.py).
+        parallelize(model, recipe.fsdp_units(model), ac_every=self.ac_every,
+                    compile_modules=[model] if self.config.train.compile else None)
+        self.build_optimizer(model)
+        keep_buffers_in_sync(model)  # DeepSpeed leaves each rank's BatchNorm statistics its own (see buffers.py)
         self.model, _, _, _ = deepspeed.initialize(
             model=model, optimizer=self.optimizer, lr_scheduler=self.scheduler,
             config=deepspeed_config(self.config, self.env.world_size),

@@ -22,7 +22,7 @@ VARIANTS = {
     "accum2_clip": ["train.grad_accum=2", f"train.clip_grad_norm={CLIP}"],
 }
 EXTRA = {  # name -> (variant whose ddp run it must match, overrides)
-    "fsdp_ac_compile": ("accum2_clip", ["strategy=fsdp", "fsdp.activation_checkpointing=true", "train.compile=true"]),
+    "fsdp_ac_compile": ("accum2_clip", ["strategy=fsdp", "train.activation_checkpointing=1", "train.compile=true"]),
     "ddp_compile": ("plain", ["strategy=ddp", "train.compile=true"]),
     "zero2_offload": ("accum2_clip",
                       ["strategy=deepspeed", "deepspeed.zero_stage=2", "deepspeed.offload_optimizer=true"]),

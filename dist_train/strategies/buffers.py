@@ -1,0 +1,48 @@
+"""Module buffers (BatchNorm running statistics) kept the same on every rank where the strategy does not do it.
+
+DDP broadcasts rank 0's buffers before every forward, so every rank evaluates, and every checkpoint holds, rank
+0's statistics. FSDP2 and DeepSpeed leave buffers alone: each rank's BatchNorm tracks the statistics of its own
+micro-batches, so the logged eval mixed every rank's statistics while the checkpoint (written from rank 0) held
+one rank's, and the exported model evaluated differently from the logged figure. Here rank 0's buffers are
+broadcast before the first eval-mode forward after training forwards and before each checkpoint, which gives
+exactly ddp's values (rank 0's statistics follow rank 0's micro-batches under every strategy) at the points where
+they are read, without a collective per training step. Only persistent buffers (those in the state_dict) travel:
+constants such as rotary tables are the same everywhere by construction.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def persistent_buffers(module: nn.Module) -> list[torch.Tensor]:
+    skip = {id(getattr(m, name)) for m in module.modules() for name in m._non_persistent_buffers_set
+            if getattr(m, name, None) is not None}
+    return [b for b in module.buffers() if id(b) not in skip and type(b) is torch.Tensor]
+
+
+def sync_buffers(module: nn.Module) -> None:
+    """Rank 0's persistent buffers on every rank (every rank must call this)."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return
+    for buffer in persistent_buffers(module):
+        dist.broadcast(buffer, src=0)
+
+
+def keep_buffers_in_sync(module: nn.Module) -> None:
+    """Sync buffers before the first eval-mode forward that follows training forwards. Every rank runs the same
+    eval forwards (dist_train.data.eval_batches pads for that), so the broadcast is collective."""
+    if not persistent_buffers(module):
+        return
+    stale = [False]
+
+    def before_forward(mod, args):
+        if mod.training:
+            stale[0] = True
+        elif stale[0]:
+            sync_buffers(mod)
+            stale[0] = False
+
+    module.register_forward_pre_hook(before_forward)
