@@ -75,8 +75,9 @@ def param_groups(model: nn.Module, cfg: OptimizerConfig) -> list[dict]:
     for i, count in enumerate(matched):
         if not count:
             names = [n for n, p in model.named_parameters() if p.requires_grad]
+            examples = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
             raise UsageError(f"optimizer.param_groups[{i}].match: {cfg.param_groups[i].match!r} matches no parameter "
-                             f"of the model; names look like: {', '.join(names[:4])}{', ...' if len(names) > 4 else ''}")
+                             f"of the model; names look like: {examples}")
     return list(groups.values())
 
 

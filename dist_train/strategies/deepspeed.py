@@ -18,12 +18,14 @@ process there is no group; DeepSpeed needs one, so a one-rank gloo group is crea
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 
 from dist_train.errors import UsageError
@@ -31,6 +33,7 @@ from dist_train.recipe import Recipe
 from dist_train.strategies.base import Strategy
 from dist_train.strategies.buffers import keep_buffers_in_sync
 from dist_train.strategies.parallelize import parallelize
+from dist_train.strategies.sync_batchnorm import GlooSync
 
 INSTALL = "DS_BUILD_OPS=0 pip install --no-build-isolation -c launch/constraints-cpu.txt 'dist-train[deepspeed]'"
 CHECKPOINT_TAG = "deepspeed"  # the folder DeepSpeed writes inside the checkpoint directory it is given
@@ -98,6 +101,33 @@ def deepspeed_config(config, world_size: int) -> dict:
     return merged
 
 
+def batchnorm_in_fp32(model: nn.Module) -> None:
+    """BatchNorm computed in fp32 under DeepSpeed's bf16/fp16. DeepSpeed casts every parameter to the training
+    dtype but keeps buffers in fp32 (engine._cast_module_mixed_precision), and `batch_norm` refuses a bf16 weight
+    next to fp32 running statistics ("expected scalar type BFloat16 but found Float"). Here each BatchNorm casts
+    its input and weights up and its output back down, so it normalises in fp32 with fp32 statistics as it does
+    under ddp's autocast and fsdp's fp32 policy for these layers. The forward is torch's _BatchNorm.forward with
+    those casts (synchronised BatchNorm keeps its own, which computes in fp64)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, (nn.SyncBatchNorm, GlooSync)):
+            module.forward = functools.partial(_batchnorm_fp32_forward, module)
+
+
+def _batchnorm_fp32_forward(bn: nn.modules.batchnorm._BatchNorm, input: torch.Tensor) -> torch.Tensor:
+    bn._check_input_dim(input)
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats:
+        bn.num_batches_tracked.add_(1)
+        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    batch_stats = bn.training or (bn.running_mean is None and bn.running_var is None)
+    use_running = not bn.training or bn.track_running_stats
+    weight = None if bn.weight is None else bn.weight.float()
+    bias = None if bn.bias is None else bn.bias.float()
+    out = F.batch_norm(input.float(), bn.running_mean if use_running else None,
+                       bn.running_var if use_running else None, weight, bias, batch_stats, factor, bn.eps)
+    return out.to(input.dtype)
+
+
 class DeepSpeedStrategy(Strategy):
     name = "deepspeed"
 
@@ -126,6 +156,8 @@ class DeepSpeedStrategy(Strategy):
         # Checkpointing and compile before wrapping, as for ddp/fsdp (see parallelize.py).
         parallelize(model, recipe.fsdp_units(model), ac_every=self.ac_every,
                     compile_modules=[model] if self.config.train.compile else None)
+        if self.config.train.precision != "fp32":
+            batchnorm_in_fp32(model)
         self.build_optimizer(model)
         keep_buffers_in_sync(model)  # DeepSpeed leaves each rank's BatchNorm statistics its own (see buffers.py)
         self.model, _, _, _ = deepspeed.initialize(
