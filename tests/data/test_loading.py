@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from dist_train.data import (BatchLayout, InMemoryDataset, epoch_permutation, eval_batches, micro_batch_indices,
-                             train_batches)
+from dist_train.data import (BatchDataset, BatchLayout, InMemoryDataset, epoch_order, eval_batches,
+                             micro_batch_indices, train_batches)
 
 
 def step_samples(world_size: int, grad_accum: int, batch_size: int, step: int, epoch: int = 0, n: int = 1000):
-    perm = epoch_permutation(n, seed=3, epoch=epoch)
+    order = epoch_order(n, seed=3, epoch=epoch)
     out = []
     for rank in range(world_size):
-        for idx in micro_batch_indices(perm, step, BatchLayout(batch_size, grad_accum, world_size, rank)):
+        for idx in micro_batch_indices(order, step, BatchLayout(batch_size, grad_accum, world_size, rank)):
             assert len(idx) == batch_size
             out.append(idx)
     return torch.cat(out)
@@ -27,10 +27,10 @@ def test_same_global_batch_same_samples_whatever_the_layout():
         assert len(set(reference.tolist())) == 32
 
 
-def test_epochs_reshuffle_and_cover_each_sample_once():
-    a, b = epoch_permutation(100, 0, 0), epoch_permutation(100, 0, 1)
-    assert not torch.equal(a, b) and sorted(a.tolist()) == list(range(100))
-    assert torch.equal(a, epoch_permutation(100, 0, 0)) and not torch.equal(a, epoch_permutation(100, 1, 0))
+def test_a_step_takes_the_documented_positions_of_the_order():
+    # docs/data.md: step k takes positions [k*G, (k+1)*G) of the epoch's order, rank-major.
+    order = epoch_order(1000, 3, 0)
+    assert torch.equal(step_samples(2, 2, 4, step=3), order[3 * 16: 4 * 16])
 
 
 def test_train_batches_resume_position_is_arithmetic_and_matches_full_iteration():
@@ -46,19 +46,49 @@ def test_train_batches_resume_position_is_arithmetic_and_matches_full_iteration(
         assert all(torch.equal(g[1], x[1]) for g, x in zip(got[2], expected[2]))
 
 
-def test_worker_loader_yields_same_batches_as_in_process():
+class NoisySamples(torch.utils.data.Dataset):
+    """A plain (per-sample) dataset with randomness in __getitem__, like a random crop."""
+
+    def __len__(self):
+        return 40
+
+    def __getitem__(self, i):
+        return torch.tensor(i), torch.rand(())
+
+
+def test_worker_loader_yields_same_batches_as_in_process_across_epochs():
     data = InMemoryDataset(torch.randn(40, 3), torch.arange(40))
-    layout = BatchLayout(batch_size=4, grad_accum=2, world_size=2, rank=1)
+    layout = BatchLayout(batch_size=4, grad_accum=2, world_size=2, rank=1)  # global batch 16: 2 steps/epoch
     direct = train_batches(data, layout, seed=0, start_epoch=0, start_step_in_epoch=1, num_workers=0)
-    workers = train_batches(data, layout, seed=0, start_epoch=0, start_step_in_epoch=1, num_workers=1)
-    for _ in range(6):  # crosses an epoch boundary (5 steps/epoch at global batch 16 of 40... 2 steps/epoch)
+    workers = train_batches(data, layout, seed=0, start_epoch=0, start_step_in_epoch=1, num_workers=2)
+    for _ in range(6):  # one persistent loader crosses three epoch boundaries
         (e1, s1, b1), (e2, s2, b2) = next(direct), next(workers)
         assert (e1, s1) == (e2, s2)
         assert all(torch.equal(x[1], y[1]) for x, y in zip(b1, b2))
 
 
-def test_eval_shards_cover_every_sample_once_with_equal_batch_counts():
+def test_randomness_in_workers_is_seeded_per_micro_batch_whatever_the_layout():
+    def draws(world, accum, workers, start_step=0):
+        out = {}
+        for rank in range(world):
+            layout = BatchLayout(batch_size=4, grad_accum=accum, world_size=world, rank=rank)
+            it = train_batches(NoisySamples(), layout, seed=0, start_epoch=0, start_step_in_epoch=start_step,
+                               num_workers=workers)
+            for _ in range(2 - start_step):
+                _, step, micro = next(it)
+                for index, noise in micro:
+                    out.update({(step, int(i)): float(v) for i, v in zip(index, noise)})
+        return out
+
+    reference = draws(1, 2, workers=1)
+    assert draws(2, 1, workers=2) == reference  # same sample, same step: same random draw
+    resumed = draws(1, 2, workers=1, start_step=1)
+    assert resumed == {k: v for k, v in reference.items() if k[0] == 1}
+
+
+def test_batch_dataset_single_item_and_eval_shards_cover_every_sample_once():
     data = InMemoryDataset(torch.arange(11).float(), torch.arange(11))
+    assert isinstance(data, BatchDataset)
     seen, counts = [], []
     for rank in range(3):
         batches = list(eval_batches(data, batch_size=2, rank=rank, world_size=3))
