@@ -6,6 +6,7 @@ import torch
 
 from dist_train.data import (BatchDataset, BatchLayout, InMemoryDataset, epoch_order, eval_batches,
                              micro_batch_indices, train_batches)
+from dist_train.data.loading import rank_steps
 
 
 def step_samples(world_size: int, grad_accum: int, batch_size: int, step: int, epoch: int = 0, n: int = 1000):
@@ -31,6 +32,12 @@ def test_a_step_takes_the_documented_positions_of_the_order():
     # docs/data.md: step k takes positions [k*G, (k+1)*G) of the epoch's order, rank-major.
     order = epoch_order(1000, 3, 0)
     assert torch.equal(step_samples(2, 2, 4, step=3), order[3 * 16: 4 * 16])
+    # and the loaders' chunked evaluation (rank_steps) gives exactly those indices
+    for layout in (BatchLayout(4, 2, 2, 1), BatchLayout(3, 1, 1, 0), BatchLayout(5, 3, 4, 2)):
+        steps = list(rank_steps(1000, 3, layout, epoch=0, start_step=2, chunk=40))
+        assert [s for s, _ in steps] == list(range(2, 1000 // layout.global_batch))
+        for s, micro in steps:
+            assert all(torch.equal(a, b) for a, b in zip(micro, micro_batch_indices(order, s, layout)))
 
 
 def test_train_batches_resume_position_is_arithmetic_and_matches_full_iteration():
