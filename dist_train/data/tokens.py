@@ -100,6 +100,16 @@ class TokenShards:
                 out[row, where] = self._map(s)[positions[row, where] - self.starts[s]]
         return out
 
+    def read(self, start: int, length: int) -> np.ndarray:
+        """Tokens [start, start + length) of the stream, by slicing (no index arrays): for long contiguous reads."""
+        stop, parts = min(start + length, len(self)), []
+        for s in range(int(np.searchsorted(self.starts, start, side="right") - 1), len(self.index.shards)):
+            if self.starts[s] >= stop:
+                break
+            mm = self._map(s)
+            parts.append(np.array(mm[max(start - self.starts[s], 0): stop - self.starts[s]]))
+        return np.concatenate(parts) if parts else np.empty(0, dtype=self.dtype)
+
     def check_range(self, tokens: np.ndarray, starts: np.ndarray) -> None:
         """Refuse token ids outside the vocabulary (an altered shard): they would index past the embedding."""
         if tokens.size and int(tokens.max()) >= self.vocab_size:
