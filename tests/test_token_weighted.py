@@ -44,7 +44,7 @@ def test_same_per_step_losses_on_1x4_2x2_4x1(tmp_path):
         assert got.keys() == ref.keys()
         assert all(abs(got[s] - ref[s]) <= 1e-5 * abs(ref[s]) for s in ref), (layout, got, ref)
     # The logged loss of step 1 is the token-weighted mean of its 8 samples, which the uneven lengths make differ
-    # from the mean of the four micro-batch means even under the untrained model (what a per-micro-batch mean loss would train on).
+    # from the mean of the four micro-batch means (what per-micro-batch mean losses train on), even untrained.
     weighted, mean_of_means = step_one_losses()
     assert abs(ref[1] - weighted) <= 1e-5 * weighted and abs(weighted - mean_of_means) > 0.005 * weighted
 
