@@ -30,6 +30,7 @@ from dist_train.recipe import Recipe, resolve_recipe
 from dist_train.strategies import build_strategy
 from dist_train.tracking import NoTracker, Trackers
 from dist_train.tracking.sinks import open_trackers
+from dist_train.token_weighted import StepLoss
 from dist_train.tracking.throughput import Throughput, peak_flops
 
 
@@ -174,7 +175,7 @@ class Trainer:
             wait_start = time.perf_counter()
             epoch, step_in_epoch, micro_batches = next(batches)
             meter.data_wait_s += time.perf_counter() - wait_start
-            step_loss = torch.zeros((), device=self.device)
+            losses = StepLoss(accum, self.device, self.l1_penalty if train.l1 else None)
             for i, batch in enumerate(micro_batches):
                 self.kill_point.reached(f"micro{i}", step)
                 meter.add_tokens(batch)
@@ -182,11 +183,11 @@ class Trainer:
                 with strategy.micro_step(is_last=i == accum - 1):
                     with strategy.autocast():
                         loss = recipe.loss(recipe.forward(strategy.model, batch), batch)
-                    # Each micro-batch is 1/accum of this rank's share: summing loss/accum gradients gives the
-                    # gradient of the mean over the rank's samples; the strategy then averages over ranks.
-                    # The L1 term rides along in every micro-batch, so it too adds up to once per step.
-                    strategy.backward((loss + self.l1_penalty() if train.l1 else loss) / accum)
-                step_loss += loss.detach().float()
+                    # A mean loss backpropagates loss/accum (summed over micro-steps: the gradient of the mean over
+                    # the rank's samples; the strategy then averages over ranks); a (sum, count) loss its sum,
+                    # divided by the global count in losses.finish (dist_train.token_weighted).
+                    strategy.backward(losses.add(loss))
+            step_loss = losses.finish(strategy, self.env.world_size)
             grad_norm = None
             if train.on_nan == "skip":
                 # The one per-step host sync of this policy: every rank must take the same branch before the
@@ -207,7 +208,7 @@ class Trainer:
             if step % train.log_every == 0 or step == train.max_steps:
                 self.raise_if_diverged()
                 # Host syncs (.item() waits for the device) happen only on log steps, here and just above.
-                loss_value = distributed.mean_across_ranks(step_loss / accum).item()
+                loss_value = distributed.mean_across_ranks(step_loss).item()
                 metrics = {"loss": loss_value, "lr": strategy.lr, "epoch": epoch, **meter.collect()}
                 if grad_norm is not None:
                     metrics["grad_norm"] = float(grad_norm)
@@ -309,8 +310,10 @@ class Trainer:
                 loss = recipe.loss(outputs, batch)
             if not valid:
                 continue  # a padding batch: ran only so that sharded models see the same collectives on every rank
-            n = len(batch[0])
-            metrics["loss"].update(loss.detach().float().expand(n))
+            if isinstance(loss, (tuple, list)):  # token-weighted: the eval loss is sum / count over the whole set
+                metrics["loss"].add(loss[0], loss[1])
+            else:
+                metrics["loss"].update(loss.detach().float().expand(len(batch[0])))
             for name, metric in metrics.items():
                 if name != "loss":
                     metric.update(outputs.float(), batch[-1])

@@ -87,8 +87,12 @@ class SchedulerConfig:
 @dataclass
 class DataConfig:
     root: Optional[str] = None  # folder the recipe's dataset lives in (recipe default when null)
-    path: Optional[str] = None  # a single data file, for recipes that read one (e.g. a text file)
-    num_workers: int = non_negative(0)
+    path: Optional[str] = None  # a data file or folder, e.g. a text file or token shards from `data prepare`
+    num_workers: int = non_negative(0)  # DataLoader worker processes per rank; 0: load in the training process
+    prefetch_factor: int = positive(2)  # batches each worker loads ahead (num_workers > 0)
+    # Token shards at start-up: `size` checks they exist with the sizes index.json says; `full` also checks
+    # every checksum (reads the whole corpus once; `dist-train data verify DIR` does the same offline).
+    verify: Literal["size", "full"] = "size"
 
 
 @dataclass

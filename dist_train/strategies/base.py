@@ -97,6 +97,12 @@ class Strategy(ABC):
     def step(self) -> torch.Tensor | None:
         """Finish the optimizer step; returns the pre-clip global gradient norm when clipping is on."""
 
+    def scale_gradients(self, factor: torch.Tensor) -> None:
+        """Multiply the accumulated gradients (already averaged over ranks) by `factor`, a scalar tensor on the
+        device, before step(): how token-weighted losses divide by the global count (dist_train.token_weighted)."""
+        raise UsageError(f"Recipe.loss: token-weighted (sum, count) losses are not supported by strategy {self.name}; "
+                         "return the mean loss, or use strategy ddp, fsdp or single")
+
     def skip_step(self) -> None:
         """Drop this step's gradients without updating (train.on_nan: skip); the schedule still advances so the
         learning rate stays a function of the step number."""
@@ -185,6 +191,15 @@ class TorchStrategy(Strategy):
     def skip_step(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
+
+    @torch.no_grad()
+    def scale_gradients(self, factor: torch.Tensor) -> None:
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        # FSDP2 gradients are DTensors: scale each rank's shard in place (to_local is the shard itself here).
+        local = [g.to_local() if hasattr(g, "to_local") else g for g in grads]
+        by_dtype: dict[torch.dtype, torch.Tensor] = {}
+        for g in local:
+            g.mul_(by_dtype.setdefault(g.dtype, factor.to(g.dtype)))
 
     # ---------------------------------------------------------------- checkpoints (DCP)
 
