@@ -1,11 +1,12 @@
 """A Llama-style language model on token shards: the recipe for models at scale (model: dist_train/models/gpt.py).
 
-Data (`data.path`): a folder of token shards written by `dist-train data prepare` (the vocabulary comes from its
-index), or a single UTF-8 text file, read as bytes (vocabulary 256) and split into training and the last
-`dataset.val_fraction` for validation. A sample is a window of `model.seq_len + 1` tokens: the model predicts
-tokens 1..T from tokens 0..T-1. Validation reports the loss in nats per token and perplexity, and the unigram
-baseline (the cross-entropy of the validation tokens under the training tokens' frequencies) is printed next to it;
-at the end a sample is generated.
+Data (`data.path`): a folder of token shards written by `dist-train data prepare` (memory-mapped, any size; the
+vocabulary and the tokenizer come from its index), or a single text file, read as bytes (vocabulary 256). Either
+way the last `dataset.val_fraction` of the windows is the validation split. A sample is a window of
+`model.seq_len + 1` tokens: the model predicts tokens 1..T from tokens 0..T-1. Validation reports the loss in nats
+per token and perplexity; the unigram baseline (the cross-entropy of the validation tokens under the training
+tokens' frequencies, over at most BASELINE_TOKENS of each split) is printed next to it; at the end a sample is
+generated.
 
 For the strategies the recipe names its blocks (`fsdp_units`: the FSDP groups and the activation-checkpointing
 and compile units) and its tensor-parallel plan (`tp_plan`). `check_parallel` refuses, from the config alone, a
@@ -24,16 +25,18 @@ from torch import nn
 
 from dist_train import distributed
 from dist_train.config.schema import positive
-from dist_train.data import InMemoryDataset
+from dist_train.data import InMemoryDataset, TokenShards, TokenWindows
 from dist_train.errors import UsageError
 from dist_train.metrics import Mean
 from dist_train.models.gpt import GPT, ModelConfig, flops_per_token, tp_plan
 from dist_train.recipe import Recipe
 
+BASELINE_TOKENS = 1 << 24  # enough for a stable unigram estimate; a terabyte corpus is not read for it
+
 
 @dataclass
 class DatasetConfig:
-    val_fraction: float = field(default=0.1, metadata={"gt": 0, "lt": 1})  # a single text file only
+    val_fraction: float = field(default=0.05, metadata={"gt": 0, "lt": 1})  # the last windows: validation
 
 
 @dataclass
@@ -43,8 +46,38 @@ class SampleConfig:
     prompt: str = "The "
 
 
+class ShardTokens:
+    """Token shards from `dist-train data prepare`, memory-mapped (dist_train.data.TokenWindows)."""
+
+    def __init__(self, path: str, seq_len: int, val_fraction: float, verify: str):
+        self.shards = TokenShards(path, verify)
+        self.train = TokenWindows(self.shards, seq_len, "train", val_fraction)
+        self.val = TokenWindows(self.shards, seq_len, "validation", val_fraction)
+        self.vocab_size = self.shards.vocab_size
+        self.source = (f"{path} ({len(self.shards):,} tokens in {len(self.shards.index.shards)} shards, "
+                       f"{self.shards.index.tokenizer['kind']} tokenizer)")
+        self._tokenizer = None
+
+    def baseline_tokens(self) -> tuple[torch.Tensor, torch.Tensor]:
+        seq = self.train.seq_len
+        train = self.shards.read(0, min(len(self.train) * seq, BASELINE_TOKENS))
+        val = self.shards.read(self.val.first * seq + 1, min(len(self.val) * seq, BASELINE_TOKENS))
+        return torch.from_numpy(train.astype("int64")), torch.from_numpy(val.astype("int64"))
+
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = self.shards.tokenizer()
+        return self._tokenizer
+
+    def encode(self, text: str) -> list[int]:
+        return [int(i) for i in self.tokenizer().encode(text)]
+
+    def decode(self, tokens: list[int]) -> str:
+        return self.tokenizer().decode(tokens)
+
+
 class ByteText:
-    """A UTF-8 text file as byte tokens (vocabulary 256), split into training and validation windows."""
+    """A text file as byte tokens (vocabulary 256), in memory: for a quick run without `data prepare`."""
 
     vocab_size = 256
 
@@ -54,25 +87,27 @@ class ByteText:
             raise UsageError(f"data.path: '{path}' is neither a token shard folder (dist-train data prepare) nor a "
                              "text file")
         codes = torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8).long()
-        n_val = int(len(codes) * val_fraction)
-        self.train_tokens, self.val_tokens = codes[: len(codes) - n_val], codes[len(codes) - n_val:]
-        if min(len(self.train_tokens), len(self.val_tokens)) <= seq_len + 1:
+        windows = (len(codes) - 1) // seq_len
+        n_val = max(1, int(windows * val_fraction))
+        if windows - n_val < 1:
             raise UsageError(f"data.path: '{path}' has {len(codes)} bytes, too few for model.seq_len {seq_len} with "
                              f"dataset.val_fraction {val_fraction}; use a longer text or a smaller seq_len")
-        self.train, self.val = windows(self.train_tokens, seq_len), windows(self.val_tokens, seq_len)
+        inputs = codes[: windows * seq_len].view(windows, seq_len)
+        targets = codes[1: windows * seq_len + 1].view(windows, seq_len)
+        cut = windows - n_val
+        self.train = InMemoryDataset(inputs[:cut], targets[:cut])
+        self.val = InMemoryDataset(inputs[cut:], targets[cut:])
+        self.tokens, self.cut = codes, cut * seq_len
         self.source = f"{path} ({len(codes):,} bytes)"
+
+    def baseline_tokens(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.tokens[: self.cut][:BASELINE_TOKENS], self.tokens[self.cut + 1:][:BASELINE_TOKENS]
 
     def encode(self, text: str) -> list[int]:
         return list(text.encode("utf-8"))
 
     def decode(self, tokens: list[int]) -> str:
         return bytes(tokens).decode("utf-8", errors="replace")
-
-
-def windows(tokens: torch.Tensor, seq_len: int) -> InMemoryDataset:
-    """Non-overlapping (input, next-token target) windows of seq_len tokens."""
-    n = (len(tokens) - 1) // seq_len * seq_len
-    return InMemoryDataset(tokens[:n].view(-1, seq_len), tokens[1: n + 1].view(-1, seq_len))
 
 
 def unigram_loss(train_tokens: torch.Tensor, val_tokens: torch.Tensor, vocab: int) -> float:
@@ -104,8 +139,9 @@ class GPTRecipe(Recipe):
             if path is None:
                 raise UsageError("data.path: not set; give a token shard folder (dist-train data prepare) or a text "
                                  "file")
-            self._data = ByteText(path, self.config.section("model").seq_len,
-                                  self.config.section("dataset").val_fraction)
+            seq_len, val_fraction = self.config.section("model").seq_len, self.config.section("dataset").val_fraction
+            self._data = ShardTokens(path, seq_len, val_fraction, self.config.data.verify) if Path(path).is_dir() \
+                else ByteText(path, seq_len, val_fraction)
         return self._data
 
     def check_parallel(self, tensor: int) -> None:
@@ -134,7 +170,7 @@ class GPTRecipe(Recipe):
 
     def unigram_loss(self) -> float:
         data = self.data()
-        return unigram_loss(data.train_tokens, data.val_tokens, data.vocab_size)
+        return unigram_loss(*data.baseline_tokens(), data.vocab_size)
 
     def loss(self, outputs, batch):
         return F.cross_entropy(outputs.flatten(0, 1).float(), batch[1].flatten())
