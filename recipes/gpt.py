@@ -56,24 +56,19 @@ class ShardTokens:
         self.vocab_size = self.shards.vocab_size
         self.source = (f"{path} ({len(self.shards):,} tokens in {len(self.shards.index.shards)} shards, "
                        f"{self.shards.index.tokenizer['kind']} tokenizer)")
-        self._tokenizer = None
 
     def baseline_tokens(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tokens the training and the validation windows predict, at most BASELINE_TOKENS of each."""
         seq = self.train.seq_len
-        train = self.shards.read(0, min(len(self.train) * seq, BASELINE_TOKENS))
-        val = self.shards.read(self.val.first * seq + 1, min(len(self.val) * seq, BASELINE_TOKENS))
-        return torch.from_numpy(train.astype("int64")), torch.from_numpy(val.astype("int64"))
+        starts_and_counts = ((0, len(self.train) * seq), (self.val.first * seq + 1, len(self.val) * seq))
+        return tuple(torch.from_numpy(self.shards.read(start, min(count, BASELINE_TOKENS)).astype("int64"))
+                     for start, count in starts_and_counts)
 
-    def tokenizer(self):
-        if self._tokenizer is None:
-            self._tokenizer = self.shards.tokenizer()
-        return self._tokenizer
-
-    def encode(self, text: str) -> list[int]:
-        return [int(i) for i in self.tokenizer().encode(text)]
+    def encode(self, text: str) -> list[int]:  # called once per run (the sample's prompt): no caching needed
+        return [int(i) for i in self.shards.tokenizer().encode(text)]
 
     def decode(self, tokens: list[int]) -> str:
-        return self.tokenizer().decode(tokens)
+        return self.shards.tokenizer().decode(tokens)
 
 
 class ByteText:
