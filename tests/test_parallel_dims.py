@@ -54,7 +54,7 @@ def test_one_line_exit_2_before_any_process_group(tmp_path):
     """Rank 0 of a 4-process job (the variables torchrun sets) stops before it would wait for the other ranks:
     no other process exists, so reaching the process group would hang, not fail. (The other bad shapes take the
     same path: check_parallel, tested above.)"""
-    result = run_cli("train", *GPT, "parallel.tensor=4", f"run_dir={tmp_path}", check=False, timeout=60, RANK=0,
+    result = run_cli("train", *GPT, "parallel.tensor=4", f"run_dir={tmp_path}", check=False, RANK=0,
                      WORLD_SIZE=4, LOCAL_RANK=0, LOCAL_WORLD_SIZE=4, MASTER_ADDR="127.0.0.1",
                      MASTER_PORT=free_port())
     assert result.returncode == 2, result.stderr

@@ -44,7 +44,9 @@ class InMemoryDataset(BatchDataset):
     """Tensors indexed along dim 0: the fast path for datasets that fit in memory."""
 
     def __init__(self, *tensors: torch.Tensor):
-        assert tensors and all(len(t) == len(tensors[0]) for t in tensors)
+        if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
+            raise ValueError(f"InMemoryDataset needs tensors of equal length along dim 0, got lengths "
+                             f"{[len(t) for t in tensors]}")
         self.tensors = tensors
 
     def __len__(self) -> int:

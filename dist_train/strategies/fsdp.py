@@ -86,13 +86,13 @@ class FSDPStrategy(TorchStrategy):
         torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
         return norm
 
-    def save_checkpoint(self, directory, client_state: dict) -> None:
+    def save_checkpoint(self, directory) -> None:
         sync_buffers(self.model)
-        super().save_checkpoint(directory, client_state)
+        super().save_checkpoint(directory)
 
-    def async_save_checkpoint(self, directory, client_state: dict, process_group):
+    def async_save_checkpoint(self, directory, process_group):
         sync_buffers(self.model)
-        return super().async_save_checkpoint(directory, client_state, process_group)
+        return super().async_save_checkpoint(directory, process_group)
 
 
 def total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
