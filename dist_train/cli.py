@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output file (default: RUN_DIR/export/step_<N>.<ext>)")
     p.add_argument("--recipe", help="the recipe to rebuild the model with (default: the bundled recipe the checkpoint "
                                     "names; a recipe in a file must be given here)")
+    p.add_argument("--weights", choices=["auto", "model", "ema"], default="auto",
+                   help="auto: the EMA weights when the checkpoint has them (what training evaluated), else the model")
     p.set_defaults(handler="dist_train.commands.export:main")
 
     p = sub.add_parser("sweep", help="run a hyper-parameter sweep and rank the trials by an eval metric")

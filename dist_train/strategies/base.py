@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, ContextManager
 import torch
 from torch import nn
 
+from dist_train import distributed
 from dist_train.cluster import DistEnv
 from dist_train.config.schema import Config
 from dist_train.errors import UsageError
@@ -129,9 +130,38 @@ class Strategy(ABC):
         return done
 
     @classmethod
-    def load_consolidated(cls, directory: Path, model: nn.Module) -> None:
-        """Load a checkpoint's weights into a plain, unwrapped `model` in one process (for export)."""
+    def load_consolidated(cls, directory: Path, model: nn.Module, weights: str = "model") -> None:
+        """Load a checkpoint's weights (`weights`: "model", or "ema" for the EMA of them) into a plain, unwrapped
+        `model` in one process (for export and evaluate)."""
         raise NotImplementedError
+
+    @classmethod
+    def has_ema(cls, directory: Path) -> bool:
+        """Whether the checkpoint holds an EMA of the weights (train.ema was on)."""
+        return False
+
+    # ---------------------------------------------------------------- state kept beside the model (the EMA)
+
+    def ema_tensors(self) -> dict[str, torch.Tensor]:
+        """This rank's part of every parameter and persistent buffer, as the strategy keeps it and the optimizer
+        updates it in place: what an EMA of the weights averages, and swaps in for evaluation. The whole tensors
+        here; a DTensor under fsdp (whose operations touch only the local shard)."""
+        from dist_train.strategies.buffers import named_persistent_buffers
+
+        model = self.unwrapped_model
+        return {**dict(model.named_parameters()), **dict(named_persistent_buffers(model))}
+
+    def ema_tensors_written(self) -> None:
+        """Called after the tensors of ema_tensors() were overwritten (an EMA swapped in or out)."""
+
+    def register_state(self, name: str, component, train_state) -> None:
+        """Checkpoint `component` (a state_dict of tensors shaped like ema_tensors()) where this strategy's own
+        state goes. Here: with the trainer's state, written by rank 0 (the tensors are the same on every rank)."""
+        train_state.register(name, component)
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The model's whole state_dict on rank 0 (a collective under sharding; other ranks may get {})."""
+        return self.unwrapped_model.state_dict()
 
     @property
     def lr(self) -> float:
@@ -156,6 +186,10 @@ class Strategy(ABC):
 
 class TorchStrategy(Strategy):
     """A torch optimizer + LambdaLR schedule + (for fp16) a GradScaler around whatever wrapper `wrap` applies."""
+
+    def __init__(self, config: Config, env: DistEnv, device: torch.device):
+        super().__init__(config, env, device)
+        self.extra_state: dict = {}  # name -> component checkpointed in the DCP state beside the model (the EMA)
 
     def setup(self, model: nn.Module, recipe: Recipe, layout: BatchLayout) -> None:
         self.layout = layout
@@ -209,13 +243,25 @@ class TorchStrategy(Strategy):
 
     STATE_FILE = "strategy_state.pt"
 
+    def register_state(self, name: str, component, train_state) -> None:
+        """Into the DCP checkpoint beside the model: its tensors are saved as this rank's shards and load,
+        resharded, on another world size or mesh as the model's do."""
+        self.extra_state[name] = component
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=_distributed())
+        return get_model_state_dict(self.model, options=options)
+
     def _dcp_state(self) -> dict:
         from torch.distributed.checkpoint.state_dict import get_state_dict
 
         # get_state_dict gives the same keys (unwrapped names, full or sharded tensors) for a plain, DDP or FSDP2
         # model, which is what lets a checkpoint load under another strategy or world size.
         model_state, optim_state = get_state_dict(self.model, self.optimizer)
-        return {"model": model_state, "optimizer": optim_state}
+        return {"model": model_state, "optimizer": optim_state,
+                **{name: component.state_dict() for name, component in self.extra_state.items()}}
 
     def _save_small_state(self, directory: Path) -> None:
         # Schedule and scaler are tiny and the same on every rank: rank 0 writes them.
@@ -244,37 +290,73 @@ class TorchStrategy(Strategy):
         from torch.distributed.checkpoint.state_dict import set_state_dict
 
         state = self._dcp_state()
+        saved = _saved_keys(directory)
+        for name in list(self.extra_state):
+            if not any(key.startswith(f"{name}.") for key in saved):
+                distributed.print0(f"checkpoint: {directory} has no {name} state (switched on since it was saved); "
+                                   "it starts fresh")
+                del state[name]
         with _single_process_quiet():
             dcp.load(state, checkpoint_id=directory, planner=weights_only_load_planner(), no_dist=not _distributed())
         set_state_dict(self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+        for name, component in self.extra_state.items():
+            if name in state:
+                component.load_state_dict(state[name])
         extra = torch.load(directory / self.STATE_FILE, weights_only=True, map_location="cpu")
         self.scheduler.load_state_dict(extra["scheduler"])
         if self.scaler and extra["scaler"]:
             self.scaler.load_state_dict(extra["scaler"])
 
-    def load_model(self, directory: Path) -> None:
-        """Only the model's weights from a checkpoint (any world size), into the wrapped model (for evaluation)."""
+    def load_model(self, directory: Path, weights: str = "model") -> None:
+        """Only the model's weights (or, `weights="ema"`, their EMA) from a checkpoint (any world size, any mesh),
+        into the wrapped model (for evaluation)."""
         import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                             set_model_state_dict)
 
-        state = {"model": get_model_state_dict(self.model)}
+        model_state = get_model_state_dict(self.model)
+        if weights == "ema":  # the shadow has each parameter once (tied ones under their first name)
+            saved = _saved_keys(directory)
+            state = {"ema": {"shadow": {n: t for n, t in model_state.items() if f"ema.shadow.{n}" in saved}}}
+        else:
+            state = {"model": model_state}
         with _single_process_quiet():
             dcp.load(state, checkpoint_id=directory, planner=weights_only_load_planner(), no_dist=not _distributed())
-        set_model_state_dict(self.model, state["model"])
+        loaded = state["model"] if weights == "model" else state["ema"]["shadow"]
+        set_model_state_dict(self.model, loaded, options=StateDictOptions(strict=weights == "model"))
 
     @classmethod
-    def load_consolidated(cls, directory: Path, model: nn.Module) -> None:
+    def load_consolidated(cls, directory: Path, model: nn.Module, weights: str = "model") -> None:
         import torch.distributed.checkpoint as dcp
 
-        state = {"model": model.state_dict()}
+        # The EMA's shadow has the model's parameter names (tied parameters once) and persistent buffers.
+        full, saved = model.state_dict(), _saved_keys(directory) if weights == "ema" else set()
+        names = [n for n in full if weights == "model" or f"ema.shadow.{n}" in saved]
+        state = {"model": {n: full[n] for n in names}} if weights == "model" else \
+            {"ema": {"shadow": {n: full[n] for n in names}}}
         # no_dist: one process reads every rank's shard and assembles full tensors.
         with _single_process_quiet():
             dcp.load(state, checkpoint_id=directory, planner=weights_only_load_planner(), no_dist=True)
-        model.load_state_dict(state["model"])
+        loaded = state["model"] if weights == "model" else state["ema"]["shadow"]
+        missing = model.load_state_dict(loaded, strict=False).missing_keys
+        tied = {n for n, _ in model.named_parameters(remove_duplicate=False)} - {n for n, _ in model.named_parameters()}
+        if set(missing) - tied:
+            raise UsageError(f"checkpoint: {directory} lacks {weights} weights for {sorted(set(missing) - tied)[:3]}")
+
+    @classmethod
+    def has_ema(cls, directory: Path) -> bool:
+        return any(key.startswith("ema.shadow.") for key in _saved_keys(directory))
 
     def teardown(self) -> None:
         self.scaler = None
         super().teardown()
+
+
+def _saved_keys(directory: Path) -> set[str]:
+    """The flattened keys of a DCP checkpoint ("model.layers.0.attn.wq.weight", "ema.shadow....")."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    return set(FileSystemReader(str(directory)).read_metadata().state_dict_metadata)
 
 
 def _distributed() -> bool:

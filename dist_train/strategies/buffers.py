@@ -17,10 +17,16 @@ import torch.distributed as dist
 from torch import nn
 
 
+def named_persistent_buffers(module: nn.Module):
+    """(name, buffer) of the buffers a state_dict holds."""
+    for prefix, m in module.named_modules():
+        for name, b in m._buffers.items():
+            if b is not None and name not in m._non_persistent_buffers_set:
+                yield (f"{prefix}.{name}" if prefix else name), b
+
+
 def persistent_buffers(module: nn.Module) -> list[torch.Tensor]:
-    skip = {id(getattr(m, name)) for m in module.modules() for name in m._non_persistent_buffers_set
-            if getattr(m, name, None) is not None}
-    return [b for b in module.buffers() if id(b) not in skip and type(b) is torch.Tensor]
+    return [b for _, b in named_persistent_buffers(module) if type(b) is torch.Tensor]
 
 
 def sync_buffers(module: nn.Module) -> None:

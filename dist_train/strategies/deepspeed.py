@@ -198,10 +198,61 @@ class DeepSpeedStrategy(Strategy):
         if path is None:
             raise UsageError(f"checkpoint: no DeepSpeed checkpoint in '{directory / CHECKPOINT_TAG}'")
 
+    # ---------------------------------------------------------------- the EMA: this rank's own tensors
+
+    @property
+    def partitions_parameters(self) -> bool:
+        return self.config.deepspeed.zero_stage == 3
+
+    def ema_tensors(self) -> dict[str, torch.Tensor]:
+        """Under ZeRO-3 a parameter's data is gathered only while its module runs; what the rank keeps (and the
+        optimizer's update writes) is its flat partition `ds_tensor`. ZeRO 0-2 keep whole parameters."""
+        tensors = super().ema_tensors()
+        if self.partitions_parameters:
+            for name, p in self.unwrapped_model.named_parameters():
+                tensors[name] = p.ds_tensor
+        return tensors
+
+    def ema_tensors_written(self) -> None:
+        """ZeRO-3 keeps small parameters gathered between steps (stage3_param_persistence_threshold) and gathers
+        the others on use: free every gathered copy, then gather the persistent ones again from the partitions."""
+        if not self.partitions_parameters:
+            return
+        from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus
+
+        params = list(self.unwrapped_model.parameters())
+        available = [p for p in params if p.ds_status == ZeroParamStatus.AVAILABLE]
+        if available:
+            available[0].partition(available)
+        persistent = self.model.optimizer.persistent_parameters
+        if persistent:
+            persistent[0].all_gather(persistent)
+
+    def register_state(self, name: str, component, train_state) -> None:
+        # DeepSpeed writes its own files; beside them goes the trainer's state: one copy from rank 0 when every
+        # rank holds the same tensors, each rank's own partitions (rng_rank<R>.pt) under ZeRO-3.
+        train_state.register(name, component, local=self.partitions_parameters)
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        if self.partitions_parameters:
+            return self.model._zero3_consolidated_16bit_state_dict() or {}
+        return self.unwrapped_model.state_dict()
+
     @classmethod
-    def load_consolidated(cls, directory: Path, model: nn.Module) -> None:
+    def has_ema(cls, directory: Path) -> bool:
+        return _ema_shadows(directory) is not None
+
+    @classmethod
+    def load_consolidated(cls, directory: Path, model: nn.Module, weights: str = "model") -> None:
         """Full fp32 weights in one process, for export. ZeRO 1-3 shard parameters/optimizer state across ranks:
-        DeepSpeed's own zero_to_fp32 reassembles them. Stage 0 keeps the whole model in one file."""
+        DeepSpeed's own zero_to_fp32 reassembles them. Stage 0 keeps the whole model in one file. The EMA: one
+        shadow in the trainer's state, or under ZeRO-3 one shadow of partitions per rank, reassembled here."""
+        if weights == "ema":
+            shadows = _ema_shadows(directory)
+            if shadows is None:
+                raise UsageError(f"checkpoint: {directory} has no EMA weights (train.ema was off)")
+            model.load_state_dict(_assemble(shadows, model), strict=False)
+            return
         import_deepspeed()
         files = directory / CHECKPOINT_TAG
         if any(files.glob("*optim_states.pt")):
@@ -219,3 +270,33 @@ class DeepSpeedStrategy(Strategy):
         if self.model is not None:
             self.model.destroy()  # releases DeepSpeed's hooks and buffers while the process group still exists
         super().teardown()
+
+
+def _ema_shadows(directory: Path) -> list[dict] | None:
+    """The EMA shadows of a checkpoint, one per rank file that holds one (rank order), or None."""
+    from dist_train.checkpoint.manager import TRAINER_STATE
+
+    shared = torch.load(directory / TRAINER_STATE, weights_only=True, map_location="cpu")
+    ema = shared.get("components", {}).get("ema")
+    if ema is not None:
+        return [ema["shadow"]] if ema.get("started", True) else None
+    files = sorted(directory.glob("rng_rank*.pt"), key=lambda p: int(p.stem.removeprefix("rng_rank")))
+    local = [torch.load(f, weights_only=True, map_location="cpu").get("local", {}).get("ema") for f in files]
+    if not local or local[0] is None or not local[0].get("started", True):
+        return None
+    return [state["shadow"] for state in local]
+
+
+def _assemble(shadows: list[dict], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Whole tensors from per-rank ZeRO-3 partitions: a parameter's partitions are consecutive, equal-sized
+    slices of its flattened data (the last one padded), in rank order; buffers are whole on every rank."""
+    full = {}
+    for name, target in {**dict(model.named_parameters()), **dict(model.named_buffers())}.items():
+        if name not in shadows[0]:
+            continue
+        if len(shadows) == 1 or shadows[0][name].shape == target.shape:
+            full[name] = shadows[0][name]
+        else:
+            flat = torch.cat([s[name].reshape(-1) for s in shadows])[: target.numel()]
+            full[name] = flat.view(target.shape)
+    return full

@@ -10,15 +10,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from strategy_matrix import (BATCHNORM, BATCHNORM_COMMON, BATCHNORM_RECIPE, COMMON, EXTRA, MESH,  # noqa: E402
-                             MESH_CHECKPOINT, MESH_COMMON, MESH_RESUME, STRATEGIES, VARIANTS)
+from strategy_matrix import (BATCHNORM, BATCHNORM_COMMON, BATCHNORM_RECIPE, COMMON, EMA, EMA_COMMON,  # noqa: E402
+                             EXTRA, MESH, MESH_CHECKPOINT, MESH_COMMON, MESH_RESUME, STRATEGIES, VARIANTS)
 from support import RECIPES, make_text, run_torchrun_script  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def equivalence_runs(tmp_path_factory) -> Path:
-    """root/<variant>/<strategy>/metrics.jsonl for every strategy x variant, plus root/<variant>/<extra>/ and
-    root/batchnorm/<name>/ (the BatchNorm model)."""
+    """root/<variant>/<strategy>/metrics.jsonl for every strategy x variant, plus root/<variant>/<extra>/,
+    root/batchnorm/<name>/ (the BatchNorm model) and root/ema/<name>/."""
     root = tmp_path_factory.mktemp("equivalence")
     runs = [
         {"run_dir": str(root / variant / name), "overrides": [*COMMON, *extra, *strategy],
@@ -30,6 +30,8 @@ def equivalence_runs(tmp_path_factory) -> Path:
     runs += [{"run_dir": str(root / "batchnorm" / name),
               "overrides": [*COMMON, *BATCHNORM_COMMON, BATCHNORM_RECIPE, *overrides]}
              for name, overrides in BATCHNORM.items()]
+    runs += [{"run_dir": str(root / "ema" / name), "overrides": [*COMMON, *EMA_COMMON, *overrides]}
+             for name, overrides in EMA.items()]
     (root / "runs.json").write_text(json.dumps(runs))
     run_torchrun_script(2, Path(__file__).parent / "sequential_runs.py", RECIPES / "mlp_regression.yaml",
                         root / "runs.json", timeout=900)

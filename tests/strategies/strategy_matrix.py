@@ -50,15 +50,22 @@ BATCHNORM = {
     "fsdp_sync": ["strategy=fsdp", "train.sync_batchnorm=true"],
 }
 
+# The EMA of the weights (decay 0.5, so it moves) under ddp and the sharded strategies, evaluated mid-run and at the
+# end: the shadow of each rank's own shards must give ddp's EMA values, evaluation and exported weights.
+EMA_COMMON = ["train.ema=0.5", "train.eval_every=5", "checkpoint.resume=never"]
+EMA = {"ddp": ["strategy=ddp"], "fsdp": ["strategy=fsdp"],
+       "zero3": ["strategy=deepspeed", "deepspeed.zero_stage=3"]}
+
 # The tiny gpt on 4 processes: every mesh the fsdp strategy builds against ddp. The global batch is 8 everywhere
 # (batch_size x data-parallel ranks), so every run sees the same samples in each step. `tp2x2` (tensor 2 x FSDP 2)
 # checkpoints at step 2; the resume_* runs continue from it on other meshes and must match ddp's steps 3-4.
-# Tied embeddings (re-tied after tensor parallelism splits them) and a parameter group ride along in every run.
+# Tied embeddings (re-tied after tensor parallelism splits them), a parameter group and an EMA of the weights (what
+# the eval uses; resharded with the model on resume) ride along in every run.
 MESH_COMMON = [
     "train.max_steps=4", "train.log_every=1", "train.eval_every=4", "sample.length=8",
     "optimizer.name=sgd", "optimizer.lr=0.5", "optimizer.momentum=0.9", "optimizer.weight_decay=0.1",
     "scheduler.name=constant", "scheduler.warmup_steps=0",
-    "model.layers=2", "model.dim=32", "model.heads=4", "model.seq_len=16", "model.tie_embeddings=true",
+    "model.layers=2", "model.dim=32", "model.heads=4", "model.seq_len=16", "model.tie_embeddings=true", "train.ema=0.5",
     "optimizer.param_groups=[{match: '\\.ffn\\.', lr_scale: 0.5}]",
 ]
 MESH_CHECKPOINT = "tp2x2/checkpoints/step_2"

@@ -1,6 +1,7 @@
 """HSDP and tensor parallel + FSDP2 (the fsdp strategy on a 2-D/3-D mesh), with activation checkpointing, on 4
-CPU processes (gloo): per-step losses equal ddp's within 1e-4 (fp32); a checkpoint saved on a 2x2 (tensor x FSDP)
-mesh resumes on 4x1, 1x4 and 1 process with the losses of the uninterrupted run. One torchrun launch trains every
+CPU processes (gloo): per-step losses equal ddp's within 1e-4 (fp32), and so do the evaluations, which run on the
+EMA of the weights (each rank's own shards); a checkpoint saved on a 2x2 (tensor x FSDP) mesh resumes, EMA
+included, on 4x1, 1x4 and 1 process with the losses and evaluations of the uninterrupted run. One torchrun launch trains every
 mesh (the session fixture `mesh_runs`); the transforms' order and the every-k rule are checked in-process."""
 
 from __future__ import annotations
@@ -38,12 +39,22 @@ def test_start_up_line_names_the_mesh(mesh_runs):
         assert line in stdout
 
 
+@pytest.mark.parametrize("name", [n for n in MESH if n != "ddp"])
+def test_the_full_ema_weights_equal_ddps(mesh_runs, name):
+    reference = torch.load(mesh_runs / "ddp" / "ema_model.pt", weights_only=True)
+    got = torch.load(mesh_runs / name / "ema_model.pt", weights_only=True)
+    assert got.keys() == reference.keys()
+    for key in reference:
+        torch.testing.assert_close(got[key], reference[key], rtol=1e-4, atol=1e-6, msg=key)
+
+
 @pytest.mark.parametrize("name", list(MESH_RESUME))
 def test_checkpoint_of_a_2x2_mesh_resumes_on_another_mesh(mesh_runs, name):
     losses = train_losses(mesh_runs / name)
     assert sorted(losses) == [3, 4]
     reference = {s: v for s, v in train_losses(mesh_runs / "ddp").items() if s > 2}
     assert_close_losses(losses, reference, rel=REL)
+    assert eval_loss(mesh_runs / name) == pytest.approx(eval_loss(mesh_runs / "ddp"), rel=REL)  # the EMA resumed
 
 
 def test_checkpoint_of_a_2x2_mesh_resumes_on_one_process(mesh_runs, tmp_path):
@@ -52,6 +63,7 @@ def test_checkpoint_of_a_2x2_mesh_resumes_on_one_process(mesh_runs, tmp_path):
     assert "resumed from" in result.stdout
     reference = {s: v for s, v in train_losses(mesh_runs / "ddp").items() if s > 2}
     assert_close_losses(train_losses(tmp_path), reference, rel=REL)
+    assert eval_loss(tmp_path) == pytest.approx(eval_loss(mesh_runs / "ddp"), rel=REL)
 
 
 def test_every_kth_unit_is_checkpointed():
