@@ -96,6 +96,7 @@ def launch(name: str, nproc: int, overrides: list[str], args) -> dict:
         common = [f"data.path={args.data}", f"run_dir={tmp}/run", f"train.max_steps={args.steps}",
                   f"train.batch_size={args.batch_size}", f"model.seq_len={args.seq_len}", "train.log_every=1",
                   f"train.eval_every={10 * args.steps}", "sample.length=0", "checkpoint.resume=never",
+                  "train.precision=fp32",  # the bytes below are fp32's (and bf16 matmuls crawl on CPUs without it)
                   "train.eval_batch_size=1", "dataset.val_fraction=0.001"]
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", __file__,
                "--worker", tmp, args.config, *common, *overrides]
