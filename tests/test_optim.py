@@ -112,3 +112,37 @@ def test_bad_rule_is_one_line(match, message):
 
     with pytest.raises(UsageError, match=message):
         param_groups(tiny_gpt(), OptimizerConfig(param_groups=[ParamGroupConfig(match=match)]))
+
+
+def test_checkpoints_keep_the_parameter_groups(tmp_path):
+    """The groups' names, lr_scale and weight_decay are in the optimizer state a checkpoint holds: a resumed run
+    gets them back from it (as torch's Optimizer.load_state_dict does, the checkpoint's values win over a changed
+    config)."""
+    from dist_train.cluster import DistEnv
+    from dist_train.config import load
+    from dist_train.runner import Trainer
+    from support import RECIPES
+
+    overrides = ["dataset.n_train=256", "dataset.n_eval=32", "model.hidden=8", "train.batch_size=32",
+                 "train.max_steps=2", "optimizer.weight_decay=0.05",
+                 "optimizer.param_groups=[{match: '^2\\\\.', lr_scale: 0.5, weight_decay: 0.2}]",
+                 f"run_dir={tmp_path}"]
+
+    def trainer(*changed):
+        return Trainer(load(RECIPES / "mlp_regression.yaml", [*overrides, *changed]), DistEnv.single(),
+                       torch.device("cpu"))
+
+    first = trainer()
+    try:
+        first.fit()
+        expected = [{k: g[k] for k in ("name", "lr_scale", "weight_decay")} for g in first.strategy.optimizer.param_groups]
+    finally:
+        first.release()
+    assert [g["name"] for g in expected] == ["decay", "no_decay", "param_groups[0]"]
+    # Resumes from step 2 (checkpoint.resume=auto; nothing left to train), built with another weight decay.
+    resumed = trainer("optimizer.param_groups=[{match: '^2\\.', lr_scale: 0.5, weight_decay: 0.3}]")
+    try:
+        got = [{k: g[k] for k in ("name", "lr_scale", "weight_decay")} for g in resumed.strategy.optimizer.param_groups]
+    finally:
+        resumed.release()
+    assert got == expected

@@ -1,23 +1,18 @@
-"""The EMA of the weights under sharding (2 processes, from the equivalence fixture; HSDP and tensor parallel in
-tests/strategies/test_parallelize.py): each rank averages its own shards (FSDP2 DTensor shards, ZeRO-3
+"""The EMA of the weights (dist_train/callbacks/ema.py) under sharding, through each strategy's ema_tensors and
+register_state (2 processes, from the equivalence fixture; HSDP and tensor parallel in test_parallelize.py): each rank averages its own shards (FSDP2 DTensor shards, ZeRO-3
 partitions), and the result is ddp's: the evaluations that use it, the full EMA weights saved at the end, and the
 EMA weights exported from the checkpoint (DCP reshards them; ZeRO-3's per-rank partitions are reassembled)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "strategies"))
-
-from dist_train.config import load  # noqa: E402
-from dist_train.recipe import resolve_recipe  # noqa: E402
-from dist_train.strategies import strategy_class  # noqa: E402
-from strategy_matrix import COMMON, EMA, EMA_COMMON  # noqa: E402
-from support import RECIPES, read_metrics  # noqa: E402
+from dist_train.config import load
+from dist_train.recipe import resolve_recipe
+from dist_train.strategies import strategy_class
+from strategy_matrix import COMMON, EMA, EMA_COMMON
+from support import RECIPES, read_metrics
 
 SHARDED = [name for name in EMA if name != "ddp"]
 
