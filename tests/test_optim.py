@@ -125,7 +125,7 @@ def test_checkpoints_keep_the_parameter_groups(tmp_path):
 
     overrides = ["dataset.n_train=256", "dataset.n_eval=32", "model.hidden=8", "train.batch_size=32",
                  "train.max_steps=2", "optimizer.weight_decay=0.05",
-                 "optimizer.param_groups=[{match: '^2\\\\.', lr_scale: 0.5, weight_decay: 0.2}]",
+                 "optimizer.param_groups=[{match: '^2\\.', lr_scale: 0.5, weight_decay: 0.2}]",
                  f"run_dir={tmp_path}"]
 
     def trainer(*changed):

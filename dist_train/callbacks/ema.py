@@ -61,22 +61,30 @@ class EMA(Callback):
             self.shadow = {name: t.detach().clone().float() if t.is_floating_point() else t.detach().clone()
                            for name, t in self.strategy.ema_tensors().items()}
         self.strategy.register_state("ema", self, trainer.state)
+        # Buffers are whole on every rank but each rank's BatchNorm statistics follow its own batches: the shadow
+        # of them is made rank 0's after each update (a few small broadcasts), so every rank evaluates, and every
+        # checkpoint holds, the same EMA statistics whichever rank's copy the checkpoint writes.
+        from dist_train.strategies.buffers import named_persistent_buffers
+
+        self._buffers = [name for name, _ in named_persistent_buffers(self.strategy.unwrapped_model)
+                         if name in self.shadow and self.shadow[name].is_floating_point()]
 
     def on_step_end(self, trainer, step, metrics) -> None:
         import torch
 
         with torch.no_grad():
             live = self.strategy.ema_tensors()
-            if not self.started:
-                for name, t in live.items():
-                    self.shadow[name].copy_(t)
-                self.started = True
-                return
-            floating = [name for name, t in live.items() if t.is_floating_point()]
+            floating = [name for name, t in live.items() if t.is_floating_point() and self.started]
             _lerp_([self.shadow[n] for n in floating], [live[n].detach() for n in floating], 1.0 - self.config.decay)
+            averaged = set(floating)
             for name, t in live.items():
-                if not t.is_floating_point():
+                if name not in averaged:  # integer buffers, and everything at the first update
                     self.shadow[name].copy_(t)
+        self.started = True
+        if self._buffers:
+            from dist_train.strategies.buffers import broadcast_from_rank0
+
+            broadcast_from_rank0([self.shadow[n] for n in self._buffers])
 
     def _swap_in(self) -> None:
         import torch

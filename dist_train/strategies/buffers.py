@@ -29,12 +29,16 @@ def persistent_buffers(module: nn.Module) -> list[torch.Tensor]:
     return [b for _, b in named_persistent_buffers(module) if type(b) is torch.Tensor]
 
 
+def broadcast_from_rank0(tensors: list[torch.Tensor]) -> None:
+    """Rank 0's values of `tensors` on every rank (a collective: every rank calls it with the same list)."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        for t in tensors:
+            dist.broadcast(t, src=0)
+
+
 def sync_buffers(module: nn.Module) -> None:
     """Rank 0's persistent buffers on every rank (every rank must call this)."""
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
-        return
-    for buffer in persistent_buffers(module):
-        dist.broadcast(buffer, src=0)
+    broadcast_from_rank0(persistent_buffers(module))
 
 
 def keep_buffers_in_sync(module: nn.Module) -> None:

@@ -80,6 +80,18 @@ class FSDPStrategy(TorchStrategy):
             self.model.set_reshard_after_backward(is_last)
         return contextlib.nullcontext()
 
+    def ema_tensors(self) -> dict[str, torch.Tensor]:
+        """The sharded DTensor parameters. After a forward FSDP2 may leave a group unsharded (the root keeps its
+        parameters gathered for the backward), with plain full tensors registered in their place: reshard first,
+        so that what is read and written is each rank's own shard."""
+        if self.fully_sharded:
+            from torch.distributed.fsdp import FSDPModule
+
+            for module in self.model.modules():
+                if isinstance(module, FSDPModule):
+                    module.reshard()
+        return super().ema_tensors()
+
     def clip_grad_norm(self, max_norm: float) -> torch.Tensor:
         params = [p for p in self.model.parameters() if p.grad is not None]
         norm = total_norm([p.grad for p in params])

@@ -48,6 +48,8 @@ BATCHNORM = {
     "zero3_bf16": ["strategy=deepspeed", "deepspeed.zero_stage=3", "train.precision=bf16"],
     "ddp_sync": ["strategy=ddp", "train.sync_batchnorm=true"],
     "fsdp_sync": ["strategy=fsdp", "train.sync_batchnorm=true"],
+    "fsdp_ema": ["strategy=fsdp", "train.ema=0.5"],  # the EMA of the statistics too: eval and export agree
+    "zero1_ema": ["strategy=deepspeed", "deepspeed.zero_stage=1", "train.ema=0.5"],
 }
 
 # The EMA of the weights (decay 0.5, so it moves) under ddp and the sharded strategies, evaluated mid-run and at the

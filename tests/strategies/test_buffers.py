@@ -1,6 +1,7 @@
 """Models with buffers (BatchNorm) under sharding, from the equivalence fixture's BatchNorm runs (2 processes):
 bf16 trains under fsdp and every ZeRO stage; the running statistics are the same on every rank and equal ddp's;
-the logged eval equals the eval of the model exported from the run's last checkpoint, under every strategy."""
+the logged eval equals the eval of the model exported from the run's last checkpoint, under every strategy, and
+with an EMA (of the statistics too) that eval and the export both use."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from dist_train.strategies import strategy_class
 from strategy_matrix import BATCHNORM, BATCHNORM_COMMON, BATCHNORM_RECIPE, COMMON
 from support import RECIPES, assert_close_losses, read_metrics, train_losses
 
-FP32 = ["ddp", "fsdp", "zero1", "zero3"]
+FP32 = ["ddp", "fsdp", "zero1", "zero3", "fsdp_ema", "zero1_ema"]
 
 
 def buffers(run_dir, rank: int) -> dict[str, torch.Tensor]:
@@ -56,8 +57,9 @@ def test_logged_eval_equals_the_exported_models_eval(equivalence_runs, name):
     config = load(RECIPES / "mlp_regression.yaml", [*COMMON, *BATCHNORM_COMMON, BATCHNORM_RECIPE, *BATCHNORM[name]])
     recipe = resolve_recipe(config.recipe)(config)
     model = recipe.build_model()
-    strategy = "deepspeed" if name.startswith("zero") else "fsdp" if name == "fsdp" else "ddp"
-    strategy_class(strategy).load_consolidated(run_dir / "checkpoints" / "step_6", model)
+    strategy = "deepspeed" if name.startswith("zero") else "fsdp" if name.startswith("fsdp") else "ddp"
+    weights = "ema" if name.endswith("_ema") else "model"  # what the logged eval ran on
+    strategy_class(strategy).load_consolidated(run_dir / "checkpoints" / "step_6", model, weights)
     _, eval_data = recipe.build_datasets()
     x, y = eval_data.tensors
     with torch.no_grad():
