@@ -7,8 +7,9 @@ Each configuration is its own `torchrun --standalone` launch (peak RSS is a per-
 configurations cannot share processes). A rank measures its resident set after the imports and the process group
 (`base`), trains `--steps` optimizer steps of `recipes/gpt_124m.yaml` (AdamW, fp32; sequence length and batch
 kept small with --seq-len/--batch-size so activations stay a small part), and records the peak RSS of the process
-(`ru_maxrss`), with glibc told to serve blocks of 64 KiB and up by mmap (MALLOC_MMAP_THRESHOLD_), so that freed
-tensors leave the resident set (--glibc-default: the heap keeps them, and the peak counts every buffer ever
+(`ru_maxrss`) and, separately, the peak of training alone (VmHWM reset once the Trainer is built: without the
+full model every rank builds before sharding it), with glibc told to serve blocks of 64 KiB and up by mmap
+(MALLOC_MMAP_THRESHOLD_), so that freed tensors leave the resident set (--glibc-default: the heap keeps them, and the peak counts every buffer ever
 freed). The final checkpoint is not written (the bench measures training, not a 1.4 GB save). The table
 shows, per configuration, the largest rank's peak and peak - base, and the theoretical bytes of parameters,
 gradients and AdamW's two moments held by one rank as the strategy divides them (P = parameters, N = ranks):
@@ -59,12 +60,19 @@ def theoretical_bytes(name: str, params: int, world: int) -> float:
     return 4 * p / world  # fsdp, tensor x fsdp (every parameter split over all ranks), ZeRO-3
 
 
-def rss_bytes() -> int:
+def status_bytes(field: str) -> int:
+    """A size from /proc/self/status: VmRSS (resident now) or VmHWM (the peak since start or the last reset)."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def reset_peak() -> None:
+    """Restart the VmHWM peak from the current resident set (Linux: proc(5), /proc/PID/clear_refs value 5)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def worker(config_path: str, overrides: list[str], out: Path) -> None:
@@ -80,17 +88,20 @@ def worker(config_path: str, overrides: list[str], out: Path) -> None:
     if any(o == "strategy=deepspeed" for o in overrides):
         import deepspeed  # noqa: F401 - in `base`: the library, not the model, costs this much
 
-    base = rss_bytes()
+    base = status_bytes("VmRSS")
     trainer = Trainer(load(REPO / config_path, overrides), env, device)
     trainer.save_checkpoint = lambda *args, **kwargs: None  # measure training, not the final save
+    reset_peak()  # from here: training alone, without building the full model before sharding it
     try:
         trainer.fit()
+        training = status_bytes("VmHWM")
         params = trainer.strategy.num_parameters()
     finally:
         trainer.release()
         distributed.shutdown()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    out.joinpath(f"rank{env.rank}.json").write_text(json.dumps({"base": base, "peak": peak, "params": params}))
+    out.joinpath(f"rank{env.rank}.json").write_text(json.dumps({"base": base, "peak": peak, "training": training,
+                                                                "params": params}))
 
 
 def launch(name: str, nproc: int, overrides: list[str], args) -> dict:
@@ -116,7 +127,8 @@ def launch(name: str, nproc: int, overrides: list[str], args) -> dict:
     worst = max(ranks, key=lambda r: r["peak"])
     params = ranks[0]["params"]
     return {"name": name, "nproc": nproc, "peak": worst["peak"], "above_base": worst["peak"] - worst["base"],
-            "params": params, "theory": theoretical_bytes(name, params, nproc)}
+            "training": max(r["training"] - r["base"] for r in ranks), "params": params,
+            "theory": theoretical_bytes(name, params, nproc)}
 
 
 def main() -> None:
@@ -124,7 +136,7 @@ def main() -> None:
         return worker(sys.argv[3], sys.argv[4:], Path(sys.argv[2]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="token shard folder (dist-train data prepare) for gpt_124m")
-    parser.add_argument("--config", default=CONFIG, help=f"the recipe YAML, relative to the repository (default {CONFIG})")
+    parser.add_argument("--config", default=CONFIG, help=f"recipe YAML, relative to the repository (default {CONFIG})")
     parser.add_argument("--nproc", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--only", default=",".join(CONFIGS), help="comma-separated configuration names")
     parser.add_argument("--steps", type=int, default=3)
@@ -134,15 +146,16 @@ def main() -> None:
                         help="keep glibc's malloc settings (freed memory stays in the heap, and in the peak)")
     args = parser.parse_args()
     gib = 2 ** 30
-    print(f"| strategy | processes | peak RSS / rank (GiB) | peak - base (GiB) | theoretical params + grads + "
-          f"AdamW / rank (GiB) |\n|---|---|---|---|---|", flush=True)
+    print("| strategy | processes | peak RSS / rank (GiB) | peak - base (GiB) | training peak - base (GiB) | "
+          "theoretical params + grads + AdamW / rank (GiB) |\n|---|---|---|---|---|---|", flush=True)
     for nproc in args.nproc:
         for name in args.only.split(","):
             counts, overrides = CONFIGS[name]
             if nproc in counts:
                 row = launch(name, nproc, overrides, args)
                 print(f"| {name} | {nproc} | {row['peak'] / gib:.2f} | {row['above_base'] / gib:.2f} | "
-                      f"{row['theory'] / gib:.2f} |  <!-- {row['params']:,} parameters -->", flush=True)
+                      f"{row['training'] / gib:.2f} | {row['theory'] / gib:.2f} |  "
+                      f"<!-- {row['params']:,} parameters -->", flush=True)
 
 
 if __name__ == "__main__":
