@@ -9,9 +9,9 @@ configurations cannot share processes). A rank measures its resident set after t
 kept small with --seq-len/--batch-size so activations stay a small part), and records the peak RSS of the process
 (`ru_maxrss`) and, separately, the peak of training alone (VmHWM reset once the Trainer is built: without the
 full model every rank builds before sharding it), with glibc told to serve blocks of 64 KiB and up by mmap
-(MALLOC_MMAP_THRESHOLD_), so that freed tensors leave the resident set (--glibc-default: the heap keeps them, and the peak counts every buffer ever
-freed). The final checkpoint is not written (the bench measures training, not a 1.4 GB save). The table
-shows, per configuration, the largest rank's peak and peak - base, and the theoretical bytes of parameters,
+(MALLOC_MMAP_THRESHOLD_), so that freed tensors leave the resident set (--glibc-default: the heap keeps them, and
+the peak counts every buffer ever freed). The final checkpoint is not written (the bench measures training, not a
+1.4 GB save). The table shows, per configuration, the largest rank's peaks, and the theoretical bytes of parameters,
 gradients and AdamW's two moments held by one rank as the strategy divides them (P = parameters, N = ranks):
 
     ddp 16P | fsdp 16P/N | HSDP R x S: 16P/S | tensor T x fsdp S: 16P/(T S) | ZeRO-1 8P + 8P/N | ZeRO-2 4P + 12P/N
