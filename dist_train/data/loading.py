@@ -159,7 +159,7 @@ def eval_batches(dataset, batch_size: int, rank: int, world_size: int) -> Iterat
     """(batch, valid) for this rank's share of the eval set (indices rank, rank+W, ...): every sample exactly once
     across ranks. Every rank yields the same number of batches, padding with `valid=False` repeats where its share
     is shorter, because a sharded model (FSDP) needs every rank in every forward's collectives."""
-    idx = torch.arange(rank, len(dataset), world_size)
+    idx = torch.arange(len(dataset))[rank::world_size]  # empty for a rank beyond a set smaller than the world
     longest = -(-len(dataset) // world_size)
     for start in range(0, longest, batch_size):
         chunk = idx[start: start + batch_size]

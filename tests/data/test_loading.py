@@ -102,3 +102,11 @@ def test_batch_dataset_single_item_and_eval_shards_cover_every_sample_once():
         counts.append(len(batches))
         seen += [int(i) for b, valid in batches if valid for i in b[1]]
     assert sorted(seen) == list(range(11)) and len(set(counts)) == 1
+
+
+def test_eval_set_smaller_than_the_world():
+    """2 eval samples on 4 ranks: ranks 2 and 3 have no sample, and still run the one (padding) forward."""
+    data = InMemoryDataset(torch.arange(2), torch.arange(2))
+    shares = [list(eval_batches(data, batch_size=4, rank=rank, world_size=4)) for rank in range(4)]
+    assert [len(s) for s in shares] == [1, 1, 1, 1]
+    assert [valid for s in shares for _, valid in s] == [True, True, False, False]
