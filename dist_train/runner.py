@@ -20,7 +20,8 @@ from dist_train import cluster, distributed, test_hooks
 from dist_train.checkpoint import Checkpointer, Manifest, model_signature
 from dist_train.checkpoint.resume import data_position, keep_global_batch
 from dist_train.config import Config, resolved_dict, to_yaml
-from dist_train.data import BatchLayout, eval_batches, seed_everything, steps_per_epoch, to_device, train_batches
+from dist_train.data import BatchLayout, eval_batches, seed_everything, to_device
+from dist_train.data.loading import build_train_loader
 from dist_train.early_stopping import EarlyStopping
 from dist_train.errors import RunError, UsageError
 from dist_train.metrics import Mean, reduce_metrics
@@ -89,7 +90,9 @@ class Trainer:
         seed_everything(config.seed)
         self.recipe: Recipe = resolve_recipe(config.recipe)(config)
         self.train_data, self.eval_data = self.recipe.build_datasets()
-        self.steps_per_epoch = steps_per_epoch(len(self.train_data), self.layout.global_batch)
+        # Map-style data resumes by arithmetic; a streaming source (steps_per_epoch None) by its loader's state.
+        self.loader = build_train_loader(self.train_data, self.layout, config.seed, config.data, device)
+        self.steps_per_epoch = self.loader.steps_per_epoch
         if self.steps_per_epoch == 0:
             raise UsageError(
                 f"train.batch_size: global batch {train.batch_size} x grad_accum {train.grad_accum} x world size "
@@ -122,6 +125,8 @@ class Trainer:
             state = self.checkpointer.load(resume, self.strategy, self.model_signature)
             self.start_step, self.tracking_run_id = state["step"], state["tracking_run_id"]
             self.position = (state["epoch"], state["samples_in_epoch"])
+            if state.get("data") is not None:
+                self.loader.load_state_dict(state["data"])
             if self.ema is not None and state.get("ema") is not None:
                 self.ema.load_state_dict(state["ema"])
         # Resume happens before the trackers open, so that they continue the run (metrics.jsonl, the W&B run id).
@@ -148,18 +153,16 @@ class Trainer:
         distributed.print0(
             f"recipe {cfg.recipe} | strategy {strategy.describe()} | world size {self.env.world_size} | "
             f"device {self.device.type} | global batch {train.batch_size} x {accum} x {self.env.world_size} = "
-            f"{layout.global_batch} | {self.steps_per_epoch} steps/epoch | "
+            f"{layout.global_batch} | {self.steps_per_epoch or 'streaming, ?'} steps/epoch | "
             f"{strategy.num_parameters():,} parameters"
         )
         result = RunResult(steps=self.start_step)
         if self.start_step >= train.max_steps:
             distributed.print0(f"checkpoint: step {self.start_step} already reached train.max_steps={train.max_steps}; "
                                "nothing to train (raise train.max_steps, or checkpoint.resume=never to start over)")
-        epoch, step_in_epoch = data_position(self.position, layout.global_batch, self.steps_per_epoch)
-        batches = train_batches(
-            self.train_data, layout, cfg.seed, start_epoch=epoch, start_step_in_epoch=step_in_epoch,
-            num_workers=cfg.data.num_workers,
-        )
+        if self.steps_per_epoch is not None:
+            self.loader.seek(*data_position(self.position, layout.global_batch, self.steps_per_epoch))
+        batches = self.loader.batches()
         every, stop_after = cfg.checkpoint.every, test_hooks.stop_after_step()
         strategy.model.train()
         peak = peak_flops(self.device, cfg.tracking.peak_tflops)
@@ -261,6 +264,8 @@ class Trainer:
         epoch, samples_in_epoch = self.position
         client_state = {"step": step, "epoch": epoch, "samples_in_epoch": samples_in_epoch,
                         "global_batch": self.layout.global_batch, "tracking_run_id": self.tracking_run_id,
+                        # A streaming loader's position, every rank's (a collective); None for map-style data.
+                        "data": self.loader.state_dict(),
                         # The EMA is replicated (identical on every rank): it travels with the client state.
                         "ema": self.ema.state_dict() if self.ema is not None else None}
         manifest = Manifest(

@@ -153,10 +153,58 @@ def train_batches(
         epoch, step = epoch + 1, 0
 
 
+class MapLoader:
+    """The training batches of a map-style dataset: `train_batches` from a position set by `seek`. Its state is
+    the position alone, (epoch, samples of it consumed), which the trainer keeps: state_dict() has nothing more."""
+
+    def __init__(self, dataset, layout: BatchLayout, seed: int, num_workers: int, pin_memory: bool = False,
+                 prefetch_factor: int = 2):
+        self.dataset, self.layout, self.seed = dataset, layout, seed
+        self.options = {"num_workers": num_workers, "pin_memory": pin_memory, "prefetch_factor": prefetch_factor}
+        self.steps_per_epoch: int | None = steps_per_epoch(len(dataset), layout.global_batch)
+        self.start = (0, 0)
+
+    def seek(self, epoch: int, step_in_epoch: int) -> None:
+        self.start = (epoch, step_in_epoch)
+
+    def batches(self) -> Iterator[tuple[int, int, list[Any]]]:
+        return train_batches(self.dataset, self.layout, self.seed, *self.start, **self.options)
+
+    def state_dict(self) -> None:
+        return None
+
+    def load_state_dict(self, state) -> None:
+        pass
+
+
+def build_train_loader(dataset, layout: BatchLayout, seed: int, data, device: torch.device):
+    """A MapLoader, or a StreamLoader for a streaming source (dist_train.data.streaming); `data`: DataConfig."""
+    from torch.utils.data import IterableDataset
+
+    options = {"pin_memory": device.type == "cuda", "prefetch_factor": data.prefetch_factor}
+    if not isinstance(dataset, IterableDataset):
+        return MapLoader(dataset, layout, seed, data.num_workers, **options)
+    from dist_train.data.streaming import ShardedStream, StreamLoader
+    from dist_train.errors import UsageError
+
+    if not isinstance(dataset, ShardedStream):
+        raise UsageError(f"recipe: the training dataset is a {type(dataset).__name__}, an IterableDataset that is not "
+                         "a dist_train.data.ShardedStream; streaming sources implement shards() and read(shard, "
+                         "start) so that their position can be checkpointed (docs/data.md)")
+    return StreamLoader(dataset, layout, seed, data.num_workers, device, **options)
+
+
 def eval_batches(dataset, batch_size: int, rank: int, world_size: int) -> Iterator[tuple[Any, bool]]:
     """(batch, valid) for this rank's share of the eval set (indices rank, rank+W, ...): every sample exactly once
     across ranks. Every rank yields the same number of batches, padding with `valid=False` repeats where its share
     is shorter, because a sharded model (FSDP) needs every rank in every forward's collectives."""
+    from torch.utils.data import IterableDataset
+
+    if isinstance(dataset, IterableDataset):
+        from dist_train.errors import UsageError
+
+        raise UsageError(f"recipe: the eval dataset is a {type(dataset).__name__}, a streaming dataset; evaluation "
+                         "needs a map-style dataset (len and indexing), e.g. TokenWindows(path, seq_len, 'validation')")
     idx = torch.arange(rank, len(dataset), world_size)
     longest = -(-len(dataset) // world_size)
     for start in range(0, longest, batch_size):
