@@ -76,19 +76,64 @@ def micro_batch_seed(seed: int, epoch: int, step_in_epoch: int, global_micro: in
     return mix_int(mix_int(mix_int(seed) ^ epoch) ^ (step_in_epoch << 20) ^ global_micro) % 2**63
 
 
-class _SeededFetch:
-    """What the DataLoader workers index: (seed, indices) from the sampler; reseed, then fetch the batch."""
+PIPE_BYTES = 1 << 20
 
-    def __init__(self, dataset):
-        self.dataset = dataset
+
+class _Packed:
+    """A small CPU tensor crossing from a worker as numpy bytes through the pipe: torch's default, a shared-memory
+    segment plus a file descriptor per storage, costs more than the copy below ~1 MiB (measured in docs/data.md)."""
+
+    def __init__(self, tensor: torch.Tensor):
+        self.array = tensor.numpy()
+
+
+def _pack(batch):
+    if isinstance(batch, torch.Tensor):
+        return _Packed(batch) if batch.device.type == "cpu" and not batch.requires_grad else batch
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_pack(b) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _pack(v) for k, v in batch.items()}
+    return batch
+
+
+def _unpack(batch):
+    if isinstance(batch, _Packed):
+        return torch.from_numpy(batch.array)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_unpack(b) for b in batch)
+    if isinstance(batch, dict):
+        return {k: _unpack(v) for k, v in batch.items()}
+    return batch
+
+
+def _nbytes(batch) -> int:
+    if isinstance(batch, torch.Tensor):
+        return batch.numel() * batch.element_size()
+    if isinstance(batch, (list, tuple)):
+        return sum(_nbytes(b) for b in batch)
+    if isinstance(batch, dict):
+        return sum(_nbytes(v) for v in batch.values())
+    return 0
+
+
+class _SeededFetch:
+    """What the DataLoader workers index: (seed, indices) from the sampler; reseed, then fetch the batch. Small
+    batches travel as numpy through the pipe unless they are to be pinned (CUDA), where torch's path is needed."""
+
+    def __init__(self, dataset, pack: bool):
+        self.dataset, self.pack = dataset, pack
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitems__(self, seeded):
         seed, indices = seeded
-        seed_everything(seed)
-        return fetch(self.dataset, indices)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.default_generator.manual_seed(seed)  # torch.manual_seed also visits every accelerator: ~1 ms
+        batch = fetch(self.dataset, indices)
+        return _pack(batch) if self.pack and _nbytes(batch) <= PIPE_BYTES else batch
 
 
 def rank_steps(n: int, seed: int, layout: BatchLayout, epoch: int, start_step: int, chunk: int = 16384):
@@ -117,7 +162,8 @@ class _StepSampler:
         while True:
             for s, micro in rank_steps(self.n, self.seed, self.layout, epoch, step):
                 for m, idx in enumerate(micro):
-                    yield micro_batch_seed(self.seed, epoch, s, self.layout.global_micro_index(m)), idx
+                    # numpy, not a tensor: it is pickled to a worker, and a tensor would cross in shared memory
+                    yield micro_batch_seed(self.seed, epoch, s, self.layout.global_micro_index(m)), idx.numpy()
             epoch, step = epoch + 1, 0
 
 
@@ -138,7 +184,7 @@ def train_batches(
     from torch.utils.data import DataLoader
 
     loader = DataLoader(
-        _SeededFetch(dataset),
+        _SeededFetch(dataset, pack=not pin_memory),
         batch_sampler=_StepSampler(n, seed, layout, start_epoch, start_step_in_epoch),
         num_workers=num_workers,
         collate_fn=BatchDataset.collate,  # _SeededFetch returns collated batches
@@ -149,7 +195,7 @@ def train_batches(
     epoch, step = start_epoch, start_step_in_epoch
     while True:
         for s in range(step, per_epoch):
-            yield epoch, s, [next(it) for _ in range(layout.grad_accum)]
+            yield epoch, s, [_unpack(next(it)) for _ in range(layout.grad_accum)]
         epoch, step = epoch + 1, 0
 
 
