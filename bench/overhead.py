@@ -24,7 +24,7 @@ from dist_train import cluster, distributed  # noqa: E402
 from dist_train.config import load  # noqa: E402
 from dist_train.data import seed_everything  # noqa: E402
 from dist_train.runner import Trainer  # noqa: E402
-from dist_train.tracking.jsonl import read_metrics  # noqa: E402
+from dist_train.tracking.jsonl import read_records  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "recipes" / "fashion_mnist_mlp.yaml"
 
@@ -35,7 +35,7 @@ def framework_step_time(config, env, device) -> float:
     trainer.release()
     if not env.is_main:
         return float("nan")  # only rank 0 writes metrics.jsonl, and only rank 0 prints the ratio
-    last = [r for r in read_metrics(Path(config.run_dir) / "metrics.jsonl") if "step_time_s" in r][-1]
+    last = [r for r in read_records(Path(config.run_dir) / "metrics.jsonl") if "step_time_s" in r][-1]
     return last["step_time_s"]
 
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dist_train import cluster, distributed  # noqa: E402
 from dist_train.config import load  # noqa: E402
 from dist_train.runner import Trainer  # noqa: E402
-from dist_train.tracking.jsonl import read_metrics  # noqa: E402
+from dist_train.tracking.jsonl import read_records  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "recipes" / "mlp_regression.yaml"
 STRATEGIES = {
@@ -48,7 +48,7 @@ def step_time(overrides: list[str], run_dir: Path, env, device) -> float:
         trainer.release()
     if not env.is_main:
         return 0.0  # only rank 0 writes metrics; only rank 0 prints the table
-    times = [r["step_time_s"] for r in read_metrics(run_dir / "metrics.jsonl") if "step_time_s" in r]
+    times = [r["step_time_s"] for r in read_records(run_dir / "metrics.jsonl") if "step_time_s" in r]
     return statistics.median(times[1:])
 
 

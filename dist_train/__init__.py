@@ -3,4 +3,4 @@
 Importing the package is cheap on purpose (no torch here): `dist-train --help` must answer in well under a second.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -8,6 +8,7 @@ import importlib
 import os
 import sys
 
+from dist_train import __version__
 from dist_train.errors import RUN_ERROR_EXIT_CODE, USAGE_EXIT_CODE, RunError, UsageError
 
 
@@ -16,13 +17,27 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dist-train",
         description="Train a recipe from one CPU process to a multi-node cluster with one config.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     # The `deepspeed` launcher passes --local_rank=N before the subcommand; LOCAL_RANK in the environment has it too.
     parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a run from a YAML config plus key=value overrides")
     add_train_args(p)
+    p.add_argument("--print-config", action="store_true", help="print the resolved config (YAML) and exit")
     p.set_defaults(handler="dist_train.commands.train:main")
+
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint on the eval set (any world size), print the metrics")
+    p.add_argument("checkpoint", help="a checkpoint folder, e.g. runs/x/checkpoints/step_1000")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="overrides of the checkpoint's config, e.g. data.root=... train.eval_batch_size=256")
+    p.add_argument("--split", choices=["eval", "train"], default="eval", help="which dataset of the recipe (default eval)")
+    p.add_argument("--weights", choices=["auto", "model", "ema"], default="auto",
+                   help="auto: the EMA weights when the checkpoint has them (what training evaluated), else the model")
+    p.add_argument("--recipe", help="the recipe to rebuild the model with (default: the bundled recipe the checkpoint "
+                                    "names; a recipe in a file must be given here)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a line")
+    p.set_defaults(handler="dist_train.commands.evaluate:main")
 
     p = sub.add_parser("launch", help="train under torchrun on N nodes x P processes per node (multi-node: c10d)")
     add_train_args(p)
@@ -83,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a checkpoint folder, e.g. runs/x/checkpoints/step_1000")
     p.add_argument("--format", required=True, choices=["torchscript", "onnx", "state_dict"], help="output format")
     p.add_argument("--out", help="output file (default: RUN_DIR/export/step_<N>.<ext>)")
+    p.add_argument("--recipe", help="the recipe to rebuild the model with (default: the bundled recipe the checkpoint "
+                                    "names; a recipe in a file must be given here)")
     p.set_defaults(handler="dist_train.commands.export:main")
 
     p = sub.add_parser("sweep", help="run a hyper-parameter sweep and rank the trials by an eval metric")

@@ -10,6 +10,7 @@ or module with the class to use (`path/to/my_recipe.py:MyRecipe`, `my_pkg.recipe
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
+    from dist_train.callbacks import Callback
     from dist_train.config.schema import Config
     from dist_train.metrics import Metric
 
@@ -40,14 +42,43 @@ class Recipe:
         raise NotImplementedError
 
     def build_datasets(self) -> tuple[Any, Any | None]:
-        """(train_dataset, eval_dataset or None). Map-style datasets; a batch is a tuple of tensors."""
+        """(train_dataset, eval_dataset or None). Map-style datasets, or for training a streaming source
+        (dist_train.data.ShardedStream); a batch is a tuple (or a dict) of tensors."""
         raise NotImplementedError
 
-    def forward(self, model: nn.Module, batch) -> Any:
-        """Model outputs for a batch; by default the model applied to the batch's first element."""
-        return model(batch[0])
+    # ---- the batch contract: how the loop, eval, metrics and export read a batch. Defaults: a tuple/list batch is
+    # (inputs, ..., targets); a dict batch follows the Hugging Face convention, targets under "labels" and the
+    # other entries the model's keyword inputs. Override these three for any other layout.
 
-    def loss(self, outputs, batch) -> torch.Tensor:
+    def inputs(self, batch) -> Any:
+        """What the model is called with: a tensor (`model(x)`) or a dict of keyword inputs (`model(**x)`)."""
+        if isinstance(batch, dict):
+            return {k: v for k, v in batch.items() if k != "labels"}
+        return batch[0]
+
+    def targets(self, batch) -> Any:
+        """What the metrics compare the outputs with."""
+        if isinstance(batch, dict):
+            return batch["labels"]
+        return batch[-1]
+
+    def batch_size(self, batch) -> int:
+        """Samples in the batch (eval weights the loss by it)."""
+        first = self.inputs(batch)
+        if isinstance(first, dict):
+            first = next(iter(first.values()))
+        return len(first)
+
+    def forward(self, model: nn.Module, batch) -> Any:
+        """Model outputs for a batch; by default the model applied to `inputs(batch)`."""
+        x = self.inputs(batch)
+        return model(**x) if isinstance(x, dict) else model(x)
+
+    def loss(self, outputs, batch) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | int]:
+        """The batch's mean loss (a scalar tensor), or a token-weighted `(sum, count)` pair: the summed loss and how
+        many items it sums (non-padding tokens); the step then divides by the count of the whole global batch
+        (dist_train.token_weighted), so variable-length batches train the same on any split into ranks and
+        accumulation steps."""
         raise NotImplementedError
 
     def metrics(self) -> dict[str, Metric]:
@@ -70,6 +101,10 @@ class Recipe:
         recipe returns its blocks, e.g. `list(model.layers)`."""
         return [child for child in model.children() if any(True for _ in child.parameters())]
 
+    def callbacks(self) -> list[Callback]:
+        """Callbacks this recipe always wants (dist_train.callbacks.Callback instances), run before the config's."""
+        return []
+
     def on_train_end(self, model: nn.Module, eval_values: dict[str, float]) -> None:
         """Called once after the last step on EVERY rank (a sharded model needs all ranks in a forward), with the
         unwrapped model (the EMA model when train.ema is on) in eval mode under no_grad, and the last eval values.
@@ -79,7 +114,7 @@ class Recipe:
 def resolve_recipe(name: str, base_dir: Path | None = None) -> type[Recipe]:
     if ":" in name:
         target, _, class_name = name.rpartition(":")
-        module = _import_target(target, name, base_dir)
+        module = import_target(target, name, base_dir)
         cls = getattr(module, class_name, None)
         if not (inspect.isclass(cls) and issubclass(cls, Recipe)):
             found = _recipe_classes(module)
@@ -129,39 +164,42 @@ def _is_file_target(target: str) -> bool:
     return target.endswith(".py") or "/" in target
 
 
-def _find_file(target: str, base_dir: Path | None) -> Path:
+def _find_file(target: str, base_dir: Path | None, what: str = "recipe") -> Path:
     candidates = [Path(target)] + ([base_dir / target] if base_dir else [])
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
-        raise UsageError(f"recipe: file '{target}' not found (looked in the current directory"
+        raise UsageError(f"{what}: file '{target}' not found (looked in the current directory"
                          + (f" and {base_dir}" if base_dir else "") + ")")
     return path
 
 
-def _import_target(target: str, name: str, base_dir: Path | None):
+def import_target(target: str, name: str, base_dir: Path | None, what: str = "recipe"):
+    """The module of a `path/to/file.py:Class` or `package.module:Class` reference (a user's recipe or callback)."""
     if _is_file_target(target):
-        path = _find_file(target, base_dir)
-        module_name = f"dist_train_user_recipe_{path.stem}"
+        path = _find_file(target, base_dir, what)
+        # One module per file (two files may share a stem); dataclasses and pickling look it up by this name.
+        digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+        module_name = f"dist_train_user_{path.stem}_{digest}"
         if module_name in sys.modules:
             return sys.modules[module_name]
         spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module  # dataclasses and pickling look the module up by name
+        sys.modules[module_name] = module
         try:
             spec.loader.exec_module(module)
         except Exception as e:
             del sys.modules[module_name]
-            raise UsageError(f"recipe: '{path}' failed to import: {type(e).__name__}: {e}") from None
+            raise UsageError(f"{what}: '{path}' failed to import: {type(e).__name__}: {e}") from None
         return module
-    return _import_module(target, name)
+    return _import_module(target, name, what)
 
 
-def _import_module(module_name: str, name: str):
+def _import_module(module_name: str, name: str, what: str = "recipe"):
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         if e.name and module_name.startswith(e.name):
-            raise UsageError(f"recipe: module '{module_name}' for '{name}' not found") from None
-        raise UsageError(f"recipe: '{name}' failed to import: {type(e).__name__}: {e}") from None
+            raise UsageError(f"{what}: module '{module_name}' for '{name}' not found") from None
+        raise UsageError(f"{what}: '{name}' failed to import: {type(e).__name__}: {e}") from None
     except Exception as e:
-        raise UsageError(f"recipe: '{name}' failed to import: {type(e).__name__}: {e}") from None
+        raise UsageError(f"{what}: '{name}' failed to import: {type(e).__name__}: {e}") from None

@@ -10,7 +10,6 @@ the first one starts. Results are read back from each trial's metrics.jsonl: the
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import random
 import shlex
@@ -69,19 +68,16 @@ def train_command(config: str, base_overrides: list[str], trial: Trial, nproc: i
 
 
 def last_eval(run_dir: Path, metric: str) -> float | None:
-    """The last logged `eval/<metric>` of a run, or None if it logged none."""
+    """The last logged `eval/<metric>` of a run, or None if it logged none (or its log is unreadable)."""
+    from dist_train.tracking.jsonl import read_records
+
     path = run_dir / "metrics.jsonl"
-    if not path.is_file():
+    try:
+        records = read_records(path) if path.is_file() else []
+    except UsageError:
         return None
-    value = None
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut short by a killed run
-        if f"eval/{metric}" in record:
-            value = record[f"eval/{metric}"]
-    return value
+    values = [r[f"eval/{metric}"] for r in records if f"eval/{metric}" in r]
+    return values[-1] if values else None
 
 
 def ranked_table(trials: list[Trial], values: dict[int, float | None], swept: list[str], metric: str,

@@ -37,3 +37,18 @@ def uninterrupted_losses(fashion_root, tmp_path_factory) -> dict[int, float]:
     run_torchrun(2, "train", RECIPES / "fashion_mnist_mlp.yaml", f"data.root={fashion_root}", f"run_dir={run_dir}",
                  *PREEMPTIBLE_RUN)
     return train_losses(run_dir)
+
+
+@pytest.fixture(scope="session")
+def tracked_runs(tmp_path_factory) -> list[Path]:
+    """Two short real CLI runs of the regression recipe with TensorBoard on (tracking and report tests)."""
+    from support import run_cli
+
+    root = tmp_path_factory.mktemp("tracked")
+    runs = []
+    for name, lr in (("lr_low", 1e-3), ("lr_high", 1e-2)):
+        run_dir = root / name
+        run_cli("train", RECIPES / "mlp_regression.yaml", f"run_dir={run_dir}", "train.max_steps=20",
+                "train.log_every=5", "train.eval_every=10", f"optimizer.lr={lr}", "tracking.tensorboard=true")
+        runs.append(run_dir)
+    return runs

@@ -135,9 +135,9 @@ def free_port() -> int:
 
 def read_metrics(run_dir: Path) -> list[dict]:
     """Every record of a run's metrics.jsonl (strict: a malformed line fails the test)."""
-    from dist_train.tracking.jsonl import read_metrics as read_file
+    from dist_train.tracking.jsonl import read_records
 
-    return read_file(Path(run_dir) / "metrics.jsonl")
+    return read_records(Path(run_dir) / "metrics.jsonl", torn_tail="raise")
 
 
 def train_losses(run_dir: Path) -> dict[int, float]:

@@ -1,5 +1,5 @@
-"""Training features from YAML: L1 penalty, EMA of weights, early stopping (unit, and two real ranks stopping
-together), and the on_train_end hook."""
+"""Training features from YAML: L1 penalty, early stopping with two real ranks stopping together, and the
+on_train_end hook (EMA and early stopping themselves: tests/callbacks/)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import torch
 
 from dist_train.cluster import DistEnv
 from dist_train.config import load
+from dist_train.callbacks.early_stopping import EarlyStopping
 from dist_train.config.schema import EarlyStoppingConfig
-from dist_train.early_stopping import EarlyStopping
 from dist_train.errors import UsageError
 from dist_train.runner import Trainer
 from support import RECIPES, read_metrics, run_cli, run_torchrun
@@ -36,60 +36,6 @@ def test_l1_penalty_is_l1_times_sum_of_absolute_weights_and_shrinks_them(tmp_pat
         return sum(p.abs().sum().item() for p in tr.strategy.unwrapped_model.parameters())
 
     assert trained_l1("0.05") < 0.8 * trained_l1("0.0")
-
-
-def test_ema_follows_the_weights_step_by_step_and_is_what_eval_uses(tmp_path):
-    decay = 0.5
-    t = trainer(tmp_path, f"train.ema={decay}", "train.max_steps=3", "train.eval_every=3")
-    snapshots = []
-    step = t.strategy.step
-
-    def recording_step():
-        norm = step()
-        snapshots.append([p.detach().clone() for p in t.strategy.unwrapped_model.parameters()])
-        return norm
-
-    t.strategy.step = recording_step
-    result = t.fit()
-    expected = snapshots[0]  # the first update copies the weights
-    for snap in snapshots[1:]:
-        expected = [decay * e + (1 - decay) * w for e, w in zip(expected, snap)]
-    got = list(t.ema.module.parameters())
-    for e, g in zip(expected, got):
-        torch.testing.assert_close(g, e)
-    assert not all(torch.equal(g, w) for g, w in zip(got, snapshots[-1]))
-    # eval ran on the EMA weights, and they were saved next to the run
-    assert result.eval["loss"] == pytest.approx(t.evaluate()["loss"])
-    saved = torch.load(tmp_path / "run" / "ema_model.pt")
-    for (name, tensor), g in zip(saved.items(), got):
-        torch.testing.assert_close(tensor, g, msg=name)
-
-
-def test_ema_decay_must_be_between_0_and_1(tmp_path):
-    with pytest.raises(UsageError, match=r"train.ema: must be < 1, got 1.5"):
-        trainer(tmp_path, "train.ema=1.5")
-
-
-@pytest.mark.parametrize("mode, values, stop_after", [
-    ("min", [3.0, 2.0, 2.5, 2.1, 2.2], 5),    # best 2.0 at eval 2, three evals without improvement
-    ("max", [0.5, 0.6, 0.6, 0.59, 0.7], None),  # improves again at the last eval
-    ("min", [1.0, float("nan"), float("nan"), float("nan")], 4),  # NaN never improves
-])
-def test_early_stopping_decisions(mode, values, stop_after):
-    es = EarlyStopping(EarlyStoppingConfig(metric="m", mode=mode, patience=3), ["loss", "m"])
-    stops = [es.should_stop({"m": v}) for v in values]
-    assert stops.index(True) + 1 == stop_after if stop_after else not any(stops)
-
-
-def test_early_stopping_min_delta():
-    es = EarlyStopping(EarlyStoppingConfig(metric="loss", patience=1, min_delta=0.1), ["loss"])
-    assert not es.should_stop({"loss": 1.0})
-    assert es.should_stop({"loss": 0.95})  # better, but not by more than min_delta
-
-
-def test_early_stopping_unknown_metric_is_a_usage_error(tmp_path):
-    with pytest.raises(UsageError, match=r"train.early_stopping.metric: unknown eval metric 'acc'.*loss, mse"):
-        trainer(tmp_path, "train.early_stopping={metric: acc}")
 
 
 COUNTING_RECIPE = '''
@@ -124,7 +70,7 @@ def test_early_stopping_stops_both_ranks_after_the_same_step(tmp_path):
     )
     # Replay the rule on the logged eval values (mode max on a falling loss: the first eval stays the best).
     evals = [(r["step"], r["eval/loss"]) for r in read_metrics(run_dir) if "eval/loss" in r]
-    es = EarlyStopping(EarlyStoppingConfig(metric="loss", mode="max", patience=2), ["loss"])
+    es = EarlyStopping(EarlyStoppingConfig(metric="loss", mode="max", patience=2))
     expected = next(step for step, v in evals if es.should_stop({"loss": v}))
     assert expected < 40 and evals[-1][0] == expected
     assert f"early stopping at step {expected}" in result.stdout

@@ -1,7 +1,9 @@
 """The checkpoint folder of a run: save with an atomic commit, keep N, pick what to resume from, load.
 
-Layout: run_dir/checkpoints/step_<N>/ holds what the strategy wrote (DCP shards, or a DeepSpeed engine's files),
-`trainer_state.pt`-like files of the strategy, one `rng_rank<R>.pt` per rank, and `checkpoint.json` (manifest.py).
+Layout: run_dir/checkpoints/step_<N>/ holds what the strategy wrote (DCP shards and `strategy_state.pt`, or a
+DeepSpeed engine's files), the trainer's state (`trainer_state.pt`, dist_train.train_state.TrainState: written by
+rank 0, the same on every rank), one `rng_rank<R>.pt` per rank (its random generators and the per-rank part of the
+trainer's state), and `checkpoint.json` (manifest.py).
 A save writes into `.tmp-step_<N>/`; once every rank's files are on disk, rank 0 checksums them, writes the
 manifest and renames the folder to `step_<N>` (a rename is atomic on POSIX file systems). A crash at any moment
 therefore leaves either the old set of complete checkpoints or the new one; leftover `.tmp-*` folders are ignored
@@ -17,7 +19,7 @@ import shutil
 import threading
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.distributed.checkpoint.api import CheckpointException
@@ -28,9 +30,10 @@ from dist_train.checkpoint.manifest import InvalidCheckpoint, Manifest, describe
 from dist_train.cluster import DistEnv
 from dist_train.config.schema import CheckpointConfig
 from dist_train.errors import RunError, UsageError
-from dist_train.test_hooks import KillPoint
+from dist_train.train_state import TrainState
 
 TMP_PREFIX = ".tmp-"
+TRAINER_STATE = "trainer_state.pt"
 # What a failed save raises: DCP gathers every rank's error into a CheckpointException, a BaseException subclass.
 FAILURES = (Exception, CheckpointException)
 
@@ -38,8 +41,7 @@ FAILURES = (Exception, CheckpointException)
 class Checkpointer:
     def __init__(self, cfg: CheckpointConfig, root: Path, env: DistEnv):
         self.cfg, self.root, self.env = cfg, Path(root), env
-        self.kill_point = KillPoint(env.rank, env.restart_count)
-        self._pending: tuple[Future, int, Path] | None = None  # an async save not yet committed
+        self._pending: tuple[Future, int, Path, Callable] | None = None  # an async save not yet committed
         self._committed = threading.Event()
         self._commit_error: str | None = None
         self.group = None
@@ -116,9 +118,9 @@ class Checkpointer:
                 print(f"checkpoint: removing unfinished save {p}", flush=True)
                 shutil.rmtree(p, ignore_errors=True)
 
-    def load(self, manifest: Manifest, strategy, signature: dict[str, list[int]]) -> dict:
-        """Restore the strategy's state (model, optimizer, schedule, scaler) and this rank's RNG; returns the
-        trainer's client state."""
+    def load(self, manifest: Manifest, strategy, state: TrainState, signature: dict[str, list[int]]) -> None:
+        """Restore the strategy's state (model, optimizer, schedule, scaler), the trainer's state and, on the same
+        world size, this rank's random generators and per-rank state."""
         path = manifest.path
         diff = signature_diff(manifest.model, signature)
         if diff:
@@ -126,21 +128,30 @@ class Checkpointer:
                 f"checkpoint.resume: {path} holds another model (recipe {manifest.recipe}); {diff}. "
                 "Resume it with the config it was trained with, or set checkpoint.resume=never"
             )
-        client_state = strategy.load_checkpoint(path)
+        strategy.load_checkpoint(path)
+        missing = state.load_state_dict(torch.load(path / TRAINER_STATE, weights_only=True, map_location="cpu"))
+        if missing:
+            distributed.print0(f"checkpoint: {path} has no state for {', '.join(missing)} (switched on since it was "
+                               "saved); those start fresh")
         if manifest.world_size == self.env.world_size:
-            rng.restore(torch.load(path / f"rng_rank{self.env.rank}.pt", weights_only=True))
+            saved = torch.load(path / f"rng_rank{self.env.rank}.pt", weights_only=True)
+            rng.restore(saved["rng"])
+            state.load_local_state_dict(saved["local"])
         else:
             distributed.print0(
                 f"checkpoint: saved by {manifest.world_size} processes, resumed on {self.env.world_size}: the random "
                 "generators restart from the per-rank seeds (the data order does not depend on them)"
             )
         distributed.print0(f"checkpoint: resumed from {path} (step {manifest.step})")
-        return client_state
 
     # ---------------------------------------------------------------- save
 
-    def save(self, step: int, strategy, client_state: dict, manifest: Manifest, blocking: bool = True) -> None:
-        """Save on every rank; returns once committed, or (async, not blocking) once the state is staged."""
+    def save(self, step: int, strategy, state: TrainState, manifest: Manifest, blocking: bool = True,
+             before_commit: Callable[[Path], None] = lambda directory: None,
+             on_saved: Callable[[Path], None] = lambda path: None) -> None:
+        """Save on every rank; returns once committed, or (async, not blocking) once the state is staged.
+        `before_commit(tmp)`: every rank's files are written, nothing committed (blocking saves); `on_saved(path)`:
+        committed, called on every rank (for async saves, from the `wait()` that finds the write finished)."""
         self.wait()  # commits happen in step order
         tmp = self.root / f"{TMP_PREFIX}step_{step}"
         failure = None
@@ -152,13 +163,15 @@ class Checkpointer:
             failure = e
         self._agree(failure, step, tmp)  # also a barrier: the folder exists before anyone writes into it
         try:
-            torch.save(rng.capture(), tmp / f"rng_rank{self.env.rank}.pt")
+            torch.save({"rng": rng.capture(), "local": state.local_state_dict()}, tmp / f"rng_rank{self.env.rank}.pt")
+            if self.env.is_main:
+                torch.save(state.state_dict(), tmp / TRAINER_STATE)
         except OSError as e:
             failure = e
         self._agree(failure, step, tmp)
         if self.cfg.async_save and not blocking:
             try:
-                future = strategy.async_save_checkpoint(tmp, client_state, self.group)
+                future = strategy.async_save_checkpoint(tmp, self.group)
             except FAILURES as e:
                 failure = e
             self._agree(failure, step, tmp)
@@ -166,26 +179,27 @@ class Checkpointer:
             self._commit_error = None
             if self.env.is_main:
                 future.add_done_callback(lambda f: self._finish_async(f, step, tmp, manifest))
-            self._pending = (future, step, tmp)
+            self._pending = (future, step, tmp, on_saved)
             return
         try:
-            strategy.save_checkpoint(tmp, client_state)
+            strategy.save_checkpoint(tmp)
         except FAILURES as e:
             failure = e
         self._agree(failure, step, tmp)
-        self.kill_point.reached("commit", step)
+        before_commit(tmp)
         try:
             if self.env.is_main:
                 self._commit(step, tmp, manifest)
         except OSError as e:
             failure = e
         self._agree(failure, step, tmp)
+        on_saved(self.root / f"step_{step}")
 
     def wait(self) -> None:
         """Block until a pending async save is committed (every rank); raise if it failed anywhere."""
         if self._pending is None:
             return
-        future, step, tmp = self._pending
+        future, step, tmp, on_saved = self._pending
         self._pending = None
         failure = None
         try:
@@ -197,6 +211,7 @@ class Checkpointer:
             if self._commit_error and failure is None:
                 failure = OSError(self._commit_error)
         self._agree(failure, step, tmp)
+        on_saved(self.root / f"step_{step}")
 
     def _finish_async(self, future: Future, step: int, tmp: Path, manifest: Manifest) -> None:
         # Runs in DCP's writer thread on rank 0 once every rank's shards are written: no collectives here.

@@ -20,7 +20,7 @@ from typing import Any
 from torch import nn
 
 MANIFEST = "checkpoint.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: trainer state in trainer_state.pt (TrainState), strategy state in strategy_state.pt
 
 
 class InvalidCheckpoint(Exception):

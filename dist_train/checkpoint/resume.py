@@ -16,6 +16,13 @@ from dist_train.checkpoint.manifest import Manifest
 from dist_train.data import BatchLayout
 
 
+def batch_layout(batch_size: int, grad_accum: int, env, resume: Manifest | None) -> BatchLayout:
+    """The batch layout of this run, derived once: the config's, or on a resume from another world size the one
+    that keeps the checkpoint's global batch. The strategy and the data order receive it; the config stays as given."""
+    layout = BatchLayout(batch_size, grad_accum, env.world_size, env.rank)
+    return layout if resume is None else keep_global_batch(resume, layout)
+
+
 def keep_global_batch(manifest: Manifest, layout: BatchLayout) -> BatchLayout:
     if manifest.global_batch == layout.global_batch:
         return layout

@@ -1,10 +1,11 @@
 """`dist-train export CHECKPOINT --format torchscript|onnx|state_dict [--out FILE]`: one consolidated model file.
 
 Works in one process on a checkpoint written by any strategy and world size: the model is rebuilt from the config
-saved in the checkpoint's manifest, and the strategy that wrote it loads the weights into that plain model (DCP
+saved in the checkpoint's manifest (a recipe outside the bundled ones must be named with --recipe: a checkpoint
+never makes dist-train import code, see dist_train/checkpoint/rebuild.py), and the strategy that wrote it loads the weights into that plain model (DCP
 assembles full tensors from the shards). TorchScript and ONNX need an example input: the first two samples of the
-recipe's eval (else train) dataset, passed as `model(batch[0])`, the recipe default forward; the batch dimension
-stays dynamic.
+recipe's eval (else train) dataset, as the recipe's `inputs(batch)` gives them (a tensor, or a dict of keyword
+inputs for dict batches); the batch dimension stays dynamic.
 """
 
 from __future__ import annotations
@@ -31,13 +32,14 @@ def main(args) -> int:
 
     import torch
 
-    from dist_train.config import from_dict
+    from dist_train import recipe_checks
+    from dist_train.checkpoint.rebuild import config_from_checkpoint
     from dist_train.recipe import resolve_recipe
     from dist_train.strategies import strategy_class
 
-    config = from_dict(manifest.config)
+    config = config_from_checkpoint(manifest, [], args.recipe, "export")
     recipe = resolve_recipe(config.recipe)(config)
-    model = recipe.build_model()
+    model = recipe_checks.build_model(recipe)
     strategy_class(manifest.strategy).load_consolidated(directory, model)
     model.eval()
     try:
@@ -61,7 +63,7 @@ def example_input(recipe):
 
     train_data, eval_data = recipe.build_datasets()
     data = eval_data if eval_data is not None else train_data
-    return fetch(data, torch.arange(min(2, len(data))))[0]
+    return recipe.inputs(fetch(data, torch.arange(min(2, len(data)))))
 
 
 def export_torchscript(model, example, out: Path) -> None:
@@ -70,7 +72,10 @@ def export_torchscript(model, example, out: Path) -> None:
     try:
         scripted = torch.jit.script(model)  # keeps control flow; works for most plain modules
     except Exception:  # noqa: BLE001 - not scriptable: record the operations run on the example instead
-        scripted = torch.jit.trace(model, example)
+        if isinstance(example, dict):
+            scripted = torch.jit.trace(model, example_kwarg_inputs=example)
+        else:
+            scripted = torch.jit.trace(model, example)
     scripted.save(str(out))
 
 
@@ -86,5 +91,9 @@ def export_onnx(model, example, out: Path) -> None:
     large = sum(t.numel() * t.element_size() for t in model.state_dict().values()) > 1 << 30
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # deprecation notices from inside the exporter
-        torch.onnx.export(model, (example,), str(out), dynamo=True, dynamic_shapes=({0: batch},),
-                          external_data=large, verbose=False)
+        if isinstance(example, dict):  # keyword inputs (dict batches), each with a dynamic batch dimension
+            torch.onnx.export(model, (), str(out), kwargs=example, dynamo=True, external_data=large, verbose=False,
+                              dynamic_shapes={k: {0: batch} for k in example})
+        else:
+            torch.onnx.export(model, (example,), str(out), dynamo=True, dynamic_shapes=({0: batch},),
+                              external_data=large, verbose=False)

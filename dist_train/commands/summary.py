@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def main(args) -> int:
-    from dist_train.tracking.summary import format_table, summary_rows
+    from dist_train.reports.summary import format_table, summary_rows
 
     print(format_table(summary_rows(args.run_dir)))
     return 0

@@ -1,20 +1,25 @@
-"""`dist-train train CONFIG [key=value ...]`: train one run (one process, or one rank under torchrun/srun)."""
+"""`dist-train train CONFIG [key=value ...] [--print-config]`: train one run (one process, or one rank under
+torchrun/srun)."""
 
 from __future__ import annotations
 
 
 def main(args) -> int:
-    from dist_train.config import load
+    from dist_train.config import load, to_yaml
 
-    config = load(args.config, args.overrides)
-    from dist_train.runner import run  # torch is imported only once the config is known to be valid
+    config = load(args.config, args.overrides)  # checked before torch is imported: mistakes cost no start-up
+    if args.print_config:
+        print(to_yaml(config), end="")
+        return 0
+    from dist_train.runner import run
 
     result = run(config)
     from dist_train import distributed
+    from dist_train.tracking.console import format_duration
 
-    if result.preempted:
-        return 0  # checkpoint saved (and job requeued under SLURM): see dist_train.preemption
-    summary = f"done: {result.steps} steps, loss {result.last_loss:.4f}"
+    if result.preempted or result.complete_before:
+        return 0  # preempted: checkpoint saved (and job requeued under SLURM), see dist_train.preemption
+    summary = f"done: {result.steps} steps in {format_duration(result.elapsed_s)}, loss {result.last_loss:.4f}"
     if result.eval:
         summary += " | eval " + ", ".join(f"{k} {v:.4f}" for k, v in result.eval.items())
     distributed.print0(summary)

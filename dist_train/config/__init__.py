@@ -18,7 +18,7 @@ from dist_train.config.schema import Config
 from dist_train.config.typed import build, to_dict
 from dist_train.errors import UsageError, closest, one_of
 
-__all__ = ["Config", "load", "load_file", "apply_overrides", "to_yaml", "to_dict"]
+__all__ = ["Config", "load", "load_file", "apply_overrides", "to_yaml", "to_dict", "warnings_for"]
 
 
 def load(path: str | os.PathLike, overrides: list[str] = ()) -> Config:
@@ -70,31 +70,47 @@ def apply_overrides(raw: dict, overrides) -> None:
 
 
 def from_dict(raw: dict, base_dir: Path | None = None) -> Config:
-    from dist_train.recipe import canonical_name, resolve_recipe  # imports the recipe module: only once a config is being built
+    """A checked Config. The core keys are checked first, before anything imports torch, so a mistake in them is
+    reported in a fraction of a second; then the recipe (and any callback named by a file) is imported, which types
+    its own sections."""
+    from dist_train.callbacks import callback_specs
+    from dist_train.recipe import canonical_name, resolve_recipe
 
     raw = dict(raw)
-    core_keys = [f.name for f in dataclasses.fields(Config) if f.name != "sections"]
+    core_keys = [f.name for f in dataclasses.fields(Config) if f.name not in ("sections", "callbacks")]
     recipe_name = raw.get("recipe", Config.recipe)
     if not isinstance(recipe_name, str):
         raise UsageError(f"recipe: expected a recipe name or path/to/file.py:ClassName, got {recipe_name!r}")
+    callbacks = raw.pop("callbacks", None)
+    config = build(Config, {k: v for k, v in raw.items() if k in core_keys}, "")
+
     recipe_cls = resolve_recipe(recipe_name, base_dir)
     section_types = dict(recipe_cls.sections)
-    sections = {}
-    for name, cls in section_types.items():
-        sections[name] = build(cls, raw.pop(name, None), name)
+    sections = {name: build(cls, raw.pop(name, None), name) for name, cls in section_types.items()}
     for name in raw:
         if name not in core_keys:
-            valid = core_keys + list(section_types)
+            valid = core_keys + ["callbacks"] + list(section_types)
             raise UsageError(f"{name}: unknown key{closest(name, valid)}; valid top-level keys: {one_of(valid)}")
-    config = build(Config, raw, "")
     config.recipe = canonical_name(recipe_name, base_dir)
     config.sections = sections
+    config.callbacks = callback_specs(callbacks, base_dir)
     return config
+
+
+def warnings_for(config: Config) -> list[str]:
+    """Settings that are valid but probably not what the user meant: one line each, printed at start."""
+    found = []
+    sched, train = config.scheduler, config.train
+    if sched.warmup_steps >= train.max_steps:
+        found.append(f"scheduler.warmup_steps={sched.warmup_steps} >= train.max_steps={train.max_steps}: the "
+                     f"learning rate never reaches optimizer.lr={config.optimizer.lr:g}; lower warmup_steps")
+    return found
 
 
 def to_yaml(config: Config) -> str:
     data = to_dict(config)
     data.update(data.pop("sections"))
+    data["callbacks"] = [spec.to_dict() for spec in config.callbacks]
     return yaml.safe_dump(data, sort_keys=False)
 
 

@@ -133,6 +133,8 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     fsdp: FSDPConfig = field(default_factory=FSDPConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    # `callbacks: [{name: profiler, start: 10}, ...]`, checked into dist_train.callbacks.CallbackSpec entries.
+    callbacks: list[Any] = field(default_factory=list)
     # The recipe's own sections (e.g. "model"), each an instance of the dataclass the recipe declares.
     sections: dict[str, Any] = field(default_factory=dict)
 

@@ -44,7 +44,9 @@ class InMemoryDataset(BatchDataset):
     """Tensors indexed along dim 0: the fast path for datasets that fit in memory."""
 
     def __init__(self, *tensors: torch.Tensor):
-        assert tensors and all(len(t) == len(tensors[0]) for t in tensors)
+        if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
+            raise ValueError(f"InMemoryDataset needs tensors of equal length along dim 0, got lengths "
+                             f"{[len(t) for t in tensors]}")
         self.tensors = tensors
 
     def __len__(self) -> int:
@@ -216,11 +218,11 @@ class MapLoader:
     def batches(self) -> Iterator[tuple[int, int, list[Any]]]:
         return train_batches(self.dataset, self.layout, self.seed, *self.start, **self.options)
 
-    def state_dict(self) -> None:
-        return None
+    def register(self, state) -> None:
+        """Nothing to register: the position is TrainState's epoch and samples_in_epoch."""
 
-    def load_state_dict(self, state) -> None:
-        pass
+    def gather_state(self) -> None:
+        """Nothing to collect before a checkpoint."""
 
 
 def build_train_loader(dataset, layout: BatchLayout, seed: int, data, device: torch.device):

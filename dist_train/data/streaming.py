@@ -187,6 +187,9 @@ class StreamLoader:
         self.plans: dict[int, list[list[int]]] | None = None  # explicit plans of the current epoch (elastic)
         self.positions: dict[int, dict[str, Any]] = {}  # worker id -> its source state after its last batch
         self._loader_state: dict | None = None
+        self._gathered: list[dict[str, Any]] = []  # every rank's position at the last gather_state()
+        self._saved_rank: dict[str, Any] | None = None  # restored: this rank's exact position
+        self._saved_ranks: list[dict[str, Any]] | None = None  # restored: every rank's progress
         extra = {"prefetch_factor": prefetch_factor, "persistent_workers": True} if num_workers else {}
         self._make = lambda: StatefulDataLoader(
             dataset, batch_size=layout.batch_size, drop_last=True, num_workers=num_workers,
@@ -211,6 +214,7 @@ class StreamLoader:
 
     def batches(self) -> Iterator[tuple[int, int, list[Any]]]:
         if self.loader is None:
+            self._resume()
             self._start()
         accum = self.layout.grad_accum
         while True:
@@ -240,12 +244,19 @@ class StreamLoader:
         return bool(distributed.all_reduce_(flag, torch.distributed.ReduceOp.MIN).item())
 
     # ------------------------------------------------------------ checkpoint state
+    #
+    # Two parts, registered with the trainer's TrainState (dist_train.train_state): this rank's exact position
+    # (local: saved beside the rank's random generators, restored on the same world size), and every rank's
+    # shard-offset progress (global: collected by gather_state() before each checkpoint, saved once by rank 0),
+    # which is what a resume on another layout continues from.
+
+    def register(self, state) -> None:
+        state.register("stream", _StreamProgress(self))
+        state.register("stream_rank", self, local=True)
 
     def _rank_state(self) -> dict[str, Any]:
         return {"layout": [self.layout.world_size, self.num_workers, self.layout.batch_size],
-                "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
-                "loader": self.loader.state_dict() if self.loader is not None else None,
-                "progress": self._progress()}
+                "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "progress": self._progress()}
 
     def _progress(self) -> dict[int, int]:
         """shard index -> samples of it consumed this epoch (DONE: finished), for the shards of this rank."""
@@ -267,35 +278,56 @@ class StreamLoader:
                 progress[shard] = DONE if i < cursor else offset if i == cursor else start
         return progress
 
-    def state_dict(self) -> dict[str, Any]:
-        """The data position of every rank (a collective: call on every rank at a step boundary). Saved once,
-        by rank 0, it is what load_state_dict needs on any world size."""
+    def gather_state(self) -> None:
+        """Collect every rank's progress for the global part of the next checkpoint (a collective)."""
         mine = self._rank_state()
-        ranks = [None] * self.layout.world_size
         if torch.distributed.is_initialized() and self.layout.world_size > 1:
+            ranks = [None] * self.layout.world_size
             torch.distributed.all_gather_object(ranks, mine)
         else:
             ranks = [mine]
-        return {"world_size": self.layout.world_size, "ranks": ranks}
+        self._gathered = ranks
+
+    def state_dict(self) -> dict[str, Any]:
+        """This rank's exact position: the StatefulDataLoader's state (every worker's) and the step in epoch."""
+        return {**self._rank_state(), "loader": self.loader.state_dict() if self.loader is not None else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume: this rank's exact position when the layout matches, else the merged shard progress."""
-        ranks = state["ranks"]
-        mine = ranks[self.layout.rank] if len(ranks) == self.layout.world_size else None
+        self._saved_rank = state
+
+    def _resume(self) -> None:
+        """Before the first batch: continue this rank's exact position when the layout is the one it was saved
+        with, else go on from every rank's merged shard progress."""
         layout = [self.layout.world_size, self.num_workers, self.layout.batch_size]
-        self.epoch, self.step_in_epoch = ranks[0]["epoch"], ranks[0]["step_in_epoch"]
+        mine, ranks = self._saved_rank, self._saved_ranks
         if mine is not None and mine["layout"] == layout:
-            self._loader_state = mine["loader"]
-            self.positions = {}
+            self.epoch, self.step_in_epoch, self._loader_state = mine["epoch"], mine["step_in_epoch"], mine["loader"]
+            return
+        if not ranks:
             return
         progress: dict[int, int] = {}
         for r in ranks:
             progress.update({int(k): v for k, v in r["progress"].items()})
+        self.epoch, self.step_in_epoch = ranks[0]["epoch"], ranks[0]["step_in_epoch"]
         names = len(self.dataset.shards())
         order = EpochOrder(names, self.seed, self.epoch, SHARDS)[:].tolist()
         remaining = [[s, progress.get(s, 0)] for s in order if progress.get(s, 0) != DONE]
         slots = self.layout.world_size * max(self.num_workers, 1)
         self.plans = {slot: remaining[slot::slots] for slot in range(slots)}
-        distributed.print0(f"data: streaming position saved by {len(ranks)} ranks x {ranks[0]['layout'][1]} workers, "
-                           f"resumed on {self.layout.world_size} x {self.num_workers}: epoch {self.epoch} goes on "
-                           f"with its {len(remaining)} unfinished shards from their offsets (another order)")
+        saved = ranks[0]["layout"]
+        distributed.print0(f"data: streaming position saved by {saved[0]} ranks x {saved[1]} workers, resumed on "
+                           f"{self.layout.world_size} x {self.num_workers}: epoch {self.epoch} goes on with its "
+                           f"{len(remaining)} unfinished shards from their offsets (another order)")
+
+
+class _StreamProgress:
+    """The global part of a StreamLoader's state: every rank's position, as gathered before the checkpoint."""
+
+    def __init__(self, loader: StreamLoader):
+        self.loader = loader
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"ranks": self.loader._gathered}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.loader._saved_ranks = state["ranks"]

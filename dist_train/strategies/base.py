@@ -5,10 +5,11 @@ around the forward, `backward(loss)`, then `step()` once (unscale, clip, optimiz
 asks which strategy it has. `TorchStrategy` implements that for strategies built on a plain torch optimizer
 (single, ddp, fsdp); DeepSpeed's engine owns those steps itself and implements the interface directly.
 
-Checkpoints: `save_checkpoint(directory, client_state)` writes this strategy's state into a folder that
-dist_train.checkpoint then commits atomically, and `load_checkpoint(directory)` restores it and returns the
-client state. TorchStrategy does it with torch.distributed.checkpoint (DCP) for plain, DDP and FSDP2 models alike:
-each rank writes its own shard and a checkpoint loads on another world size (DCP reshards).
+Checkpoints: `save_checkpoint(directory)` writes this strategy's state (model, optimizer, schedule, scaler) into a
+folder that dist_train.checkpoint then commits atomically (with the trainer's own state beside it), and
+`load_checkpoint(directory)` restores it. TorchStrategy does it with torch.distributed.checkpoint (DCP) for plain,
+DDP and FSDP2 models alike: each rank writes its own shard and a checkpoint loads on another world size (DCP
+reshards).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dist_train.errors import UsageError
 from dist_train.optim import build_optimizer, build_scheduler
 
 if TYPE_CHECKING:
+    from dist_train.data import BatchLayout
     from dist_train.recipe import Recipe
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -52,9 +54,10 @@ class Strategy(ABC):
             )
 
     @abstractmethod
-    def setup(self, model: nn.Module, recipe: Recipe) -> None:
+    def setup(self, model: nn.Module, recipe: Recipe, layout: BatchLayout) -> None:
         """Move/wrap `model`, build optimizer and schedule; set self.model/optimizer/scheduler. `recipe` is
-        there for its strategy hooks (e.g. `fsdp_units`)."""
+        there for its strategy hooks (e.g. `fsdp_units`); `layout` is the batch layout the trainer derived (the
+        config's train.grad_accum may differ from it on a resume that keeps the global batch)."""
 
     def micro_step(self, is_last: bool) -> ContextManager:
         """Context for one micro-batch's forward and backward; gradients are synchronised only when is_last."""
@@ -87,18 +90,18 @@ class Strategy(ABC):
         raise UsageError(f"train.on_nan: skip is not supported by strategy {self.name}; use stop")
 
     @abstractmethod
-    def save_checkpoint(self, directory: Path, client_state: dict) -> None:
-        """Write model, optimizer, schedule and scaler state plus `client_state` (plain data) into `directory`;
-        called on every rank, the folder is shared."""
+    def save_checkpoint(self, directory: Path) -> None:
+        """Write model, optimizer, schedule and scaler state into `directory`; called on every rank, the folder is
+        shared."""
 
     @abstractmethod
-    def load_checkpoint(self, directory: Path) -> dict:
-        """Restore what save_checkpoint wrote (possibly by another world size) and return its client_state."""
+    def load_checkpoint(self, directory: Path) -> None:
+        """Restore what save_checkpoint wrote (possibly by another world size)."""
 
-    def async_save_checkpoint(self, directory: Path, client_state: dict, process_group) -> Future:
+    def async_save_checkpoint(self, directory: Path, process_group) -> Future:
         """Start a save and return a future that completes once every file is written. By default the save is
         synchronous and the future already done."""
-        self.save_checkpoint(directory, client_state)
+        self.save_checkpoint(directory)
         done: Future = Future()
         done.set_result(None)
         return done
@@ -130,7 +133,8 @@ class Strategy(ABC):
 class TorchStrategy(Strategy):
     """A torch optimizer + LambdaLR schedule + (for fp16) a GradScaler around whatever wrapper `wrap` applies."""
 
-    def setup(self, model: nn.Module, recipe: Recipe) -> None:
+    def setup(self, model: nn.Module, recipe: Recipe, layout: BatchLayout) -> None:
+        self.layout = layout
         self.model = self.wrap(model.to(self.device))
         self.optimizer = build_optimizer(self.model.parameters(), self.config.optimizer)
         self.scheduler = build_scheduler(self.optimizer, self.config.scheduler, self.config.train.max_steps)
@@ -176,7 +180,7 @@ class TorchStrategy(Strategy):
 
     # ---------------------------------------------------------------- checkpoints (DCP)
 
-    TRAINER_STATE = "trainer_state.pt"
+    STATE_FILE = "strategy_state.pt"
 
     def _dcp_state(self) -> dict:
         from torch.distributed.checkpoint.state_dict import get_state_dict
@@ -186,29 +190,29 @@ class TorchStrategy(Strategy):
         model_state, optim_state = get_state_dict(self.model, self.optimizer)
         return {"model": model_state, "optimizer": optim_state}
 
-    def _save_trainer_state(self, directory: Path, client_state: dict) -> None:
-        # Schedule and scaler are tiny and the same on every rank: rank 0 writes them with the client state.
+    def _save_small_state(self, directory: Path) -> None:
+        # Schedule and scaler are tiny and the same on every rank: rank 0 writes them.
         if self.env.is_main:
-            state = {"client_state": client_state, "scheduler": self.scheduler.state_dict(),
+            state = {"scheduler": self.scheduler.state_dict(),
                      "scaler": self.scaler.state_dict() if self.scaler else None}
-            torch.save(state, directory / self.TRAINER_STATE)
+            torch.save(state, directory / self.STATE_FILE)
 
-    def save_checkpoint(self, directory: Path, client_state: dict) -> None:
+    def save_checkpoint(self, directory: Path) -> None:
         import torch.distributed.checkpoint as dcp
 
         with _single_process_quiet():
             dcp.save(self._dcp_state(), checkpoint_id=directory, no_dist=not _distributed())
-        self._save_trainer_state(directory, client_state)
+        self._save_small_state(directory)
 
-    def async_save_checkpoint(self, directory: Path, client_state: dict, process_group) -> Future:
+    def async_save_checkpoint(self, directory: Path, process_group) -> Future:
         import torch.distributed.checkpoint as dcp
 
-        self._save_trainer_state(directory, client_state)
+        self._save_small_state(directory)
         # async_save copies the state to CPU memory before returning, so training may change the parameters at once.
         return dcp.async_save(self._dcp_state(), checkpoint_id=directory, process_group=process_group,
                               no_dist=not _distributed())
 
-    def load_checkpoint(self, directory: Path) -> dict:
+    def load_checkpoint(self, directory: Path) -> None:
         import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import set_state_dict
 
@@ -216,11 +220,20 @@ class TorchStrategy(Strategy):
         with _single_process_quiet():
             dcp.load(state, checkpoint_id=directory, planner=weights_only_load_planner(), no_dist=not _distributed())
         set_state_dict(self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
-        extra = torch.load(directory / self.TRAINER_STATE, weights_only=True, map_location="cpu")
+        extra = torch.load(directory / self.STATE_FILE, weights_only=True, map_location="cpu")
         self.scheduler.load_state_dict(extra["scheduler"])
         if self.scaler and extra["scaler"]:
             self.scaler.load_state_dict(extra["scaler"])
-        return extra["client_state"]
+
+    def load_model(self, directory: Path) -> None:
+        """Only the model's weights from a checkpoint (any world size), into the wrapped model (for evaluation)."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+
+        state = {"model": get_model_state_dict(self.model)}
+        with _single_process_quiet():
+            dcp.load(state, checkpoint_id=directory, planner=weights_only_load_planner(), no_dist=not _distributed())
+        set_model_state_dict(self.model, state["model"])
 
     @classmethod
     def load_consolidated(cls, directory: Path, model: nn.Module) -> None:

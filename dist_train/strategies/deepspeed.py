@@ -75,15 +75,17 @@ def check_passthrough(extra: dict) -> None:
             )
 
 
-def deepspeed_config(config, world_size: int) -> dict:
+def deepspeed_config(config, layout) -> dict:
+    """The DeepSpeed config from ours and the trainer's batch layout (which, on a resume that keeps the global
+    batch on another world size, has another grad_accum than the config says)."""
     train, ds = config.train, config.deepspeed
     zero = {"stage": ds.zero_stage}
     if ds.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu"}
     generated = {
-        "train_micro_batch_size_per_gpu": train.batch_size,
-        "gradient_accumulation_steps": train.grad_accum,
-        "train_batch_size": train.batch_size * train.grad_accum * world_size,
+        "train_micro_batch_size_per_gpu": layout.batch_size,
+        "gradient_accumulation_steps": layout.grad_accum,
+        "train_batch_size": layout.global_batch,
         "gradient_clipping": train.clip_grad_norm or 0.0,
         "bf16": {"enabled": train.precision == "bf16"},
         "fp16": {"enabled": train.precision == "fp16"},
@@ -115,8 +117,9 @@ class DeepSpeedStrategy(Strategy):
         ds = self.config.deepspeed
         return f"deepspeed (ZeRO stage {ds.zero_stage}{', optimizer offload to cpu' if ds.offload_optimizer else ''})"
 
-    def setup(self, model: nn.Module, recipe: Recipe) -> None:
+    def setup(self, model: nn.Module, recipe: Recipe, layout) -> None:
         deepspeed = import_deepspeed()
+        self.layout = layout
         if not dist.is_initialized():
             os.environ.setdefault("LOCAL_RANK", "0")  # DeepSpeed asserts a launcher set it
             dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
@@ -129,7 +132,7 @@ class DeepSpeedStrategy(Strategy):
         self.scheduler = build_scheduler(self.optimizer, self.config.scheduler, self.config.train.max_steps)
         self.model, _, _, _ = deepspeed.initialize(
             model=model, optimizer=self.optimizer, lr_scheduler=self.scheduler,
-            config=deepspeed_config(self.config, self.env.world_size),
+            config=deepspeed_config(self.config, layout),
         )
 
     # autocast: the base class's. With bf16 DeepSpeed holds the module in bf16 (fp32 master weights in its
@@ -153,15 +156,14 @@ class DeepSpeedStrategy(Strategy):
         # Under ZeRO-3 a parameter's local tensor is empty; `ds_numel` keeps its full size.
         return sum(getattr(p, "ds_numel", p.numel()) for p in self.unwrapped_model.parameters())
 
-    def save_checkpoint(self, directory: Path, client_state: dict) -> None:
+    def save_checkpoint(self, directory: Path) -> None:
         """Every rank calls this; DeepSpeed writes its own (sharded) files under directory/deepspeed/."""
-        self.model.save_checkpoint(str(directory), tag=CHECKPOINT_TAG, client_state=client_state, save_latest=False)
+        self.model.save_checkpoint(str(directory), tag=CHECKPOINT_TAG, save_latest=False)
 
-    def load_checkpoint(self, directory: Path) -> dict:
-        path, client_state = self.model.load_checkpoint(str(directory), tag=CHECKPOINT_TAG)
+    def load_checkpoint(self, directory: Path) -> None:
+        path, _ = self.model.load_checkpoint(str(directory), tag=CHECKPOINT_TAG)
         if path is None:
             raise UsageError(f"checkpoint: no DeepSpeed checkpoint in '{directory / CHECKPOINT_TAG}'")
-        return client_state
 
     @classmethod
     def load_consolidated(cls, directory: Path, model: nn.Module) -> None:

@@ -57,9 +57,9 @@ class FSDPStrategy(TorchStrategy):
         where = f"sharded over {self.env.world_size} ranks" if self.sharded else "1 process: unsharded"
         return f"fsdp ({', '.join([where, *extras])})"
 
-    def setup(self, model: nn.Module, recipe: Recipe) -> None:
+    def setup(self, model: nn.Module, recipe: Recipe, layout) -> None:
         self.units = recipe.fsdp_units(model)
-        super().setup(model, recipe)
+        super().setup(model, recipe, layout)
 
     def wrap(self, model: nn.Module) -> nn.Module:
         # Fixed order, see dist_train/strategies/transforms.py: checkpointing, compile, then sharding.

@@ -1,5 +1,6 @@
 """Rank 0's console: a tqdm progress bar on a terminal (step/max_steps, loss, samples/s, ETA), plain log lines
-otherwise (files, CI, SLURM logs), with numbers written for people: `samples_per_s 20370`, not `2.037e+04`."""
+otherwise (files, CI, SLURM logs), with numbers written for people: `samples_per_s 20370`, not `2.037e+04`. Each
+line starts with the local wall-clock time, so a log can be lined up with other events of the job."""
 
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ def format_value(key: str, v) -> str:
     if v != 0 and abs(v) < 1e-3:
         return f"{v:.3e}"
     return f"{v:.4g}"
+
+
+def timestamp() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def format_metrics(metrics: dict) -> str:
@@ -68,9 +73,10 @@ class ConsoleTracker(Tracker):
                 )
             self.bar.update(step - self.bar.n)
             if any(k.startswith("eval/") for k in metrics):
-                self.bar.write(f"step {step}/{self.max_steps} | {format_metrics(metrics)}", file=self.bar.fp)
+                self.bar.write(f"{timestamp()} step {step}/{self.max_steps} | {format_metrics(metrics)}",
+                               file=self.bar.fp)
             return
-        line = f"step {step}/{self.max_steps} | {format_metrics(metrics)}"
+        line = f"{timestamp()} step {step}/{self.max_steps} | {format_metrics(metrics)}"
         done = step - self.first_step
         if done > 0 and step < self.max_steps and not any(k.startswith("eval/") for k in metrics):
             eta = (time.perf_counter() - self.started) / done * (self.max_steps - step)

@@ -1,7 +1,8 @@
-"""run_dir/metrics.jsonl: one JSON object per logged step (train) or evaluation (eval/* keys), flushed per line.
+"""run_dir/metrics.jsonl: one JSON object per logged step (train) or evaluation (eval/* keys), flushed per line,
+each with its `step` and wall-clock `time` (ISO 8601 with the UTC offset).
 
-Also the reader that `dist-train plot` and `dist-train summary` share: it turns the file back into per-key series
-and tolerates the one torn line a killed job can leave at the end.
+Also the one reader of the file (`read_records`): resume, `dist-train plot`/`summary`, sweeps and the tests all read
+it with the same rule for a torn last line.
 
 A resumed run continues the file: records after the resumed step (logged after that checkpoint, before the
 interruption) are dropped, since the resumed run logs those steps again, and a last line cut by a crash goes too."""
@@ -14,12 +15,13 @@ from pathlib import Path
 
 from dist_train.errors import UsageError
 from dist_train.tracking import Tracker
+from dist_train.tracking.run_record import now
 
 
 class JsonlTracker(Tracker):
     def __init__(self, path: Path, resume_step: int | None = None):
         if resume_step is not None and path.is_file():
-            kept = [r for r in _records(path) if r.get("step", 0) <= resume_step]
+            kept = [r for r in read_records(path) if r.get("step", 0) <= resume_step]
             part = path.with_name(path.name + ".part")
             part.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
             part.replace(path)
@@ -28,7 +30,7 @@ class JsonlTracker(Tracker):
             self.file = open(path, "w", encoding="utf-8")
 
     def log(self, metrics, step):
-        record = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
+        record = {"step": step, "time": now(), **{k: _plain(v) for k, v in metrics.items()}}
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
 
@@ -42,20 +44,16 @@ def _plain(v):
     return v
 
 
-def read_metrics(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+def read_records(path: Path, torn_tail: str = "drop") -> list[dict]:
+    """The records of a metrics.jsonl, the one reader every part of dist_train uses.
 
-
-def read_run_metrics(run_dir: str | Path) -> list[dict]:
-    """The records of a run_dir's metrics.jsonl, or a UsageError naming what is wrong with the folder."""
-    run_dir = Path(run_dir)
-    path = run_dir / "metrics.jsonl"
-    if not run_dir.is_dir():
-        raise UsageError(f"run dir '{run_dir}' does not exist (give the run_dir of a `dist-train train` run)")
-    if not path.is_file():
-        raise UsageError(f"run dir '{run_dir}' has no metrics.jsonl (give the run_dir of a `dist-train train` run)")
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    Records are appended one line at a time and flushed, so only the LAST line can be incomplete (a process killed
+    mid-write). `torn_tail="drop"` leaves such a line out (resume, reports, sweeps: a run may have been killed);
+    `"raise"` refuses it (tests asserting a file is whole). Any other line that is not a JSON object is damage,
+    not a torn write: a UsageError naming the file and the line, whatever the policy."""
+    lines = Path(path).read_text(encoding="utf-8", errors="replace").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the last complete record
     records = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -63,11 +61,26 @@ def read_run_metrics(run_dir: str | Path) -> list[dict]:
         try:
             record = json.loads(line)
         except ValueError:
-            if number == len(lines):
-                break  # the last line of a job killed mid-write
-            raise UsageError(f"{path}: line {number} is not JSON: {line[:60]!r}") from None
-        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            record = None
+        if isinstance(record, dict):
             records.append(record)
+            continue
+        if number == len(lines) and torn_tail == "drop":
+            break
+        raise UsageError(f"{path}: line {number} is not a JSON record: {line[:60]!r}"
+                         + ("" if number < len(lines) else " (a torn last line)"))
+    return records
+
+
+def read_run_metrics(run_dir: str | Path) -> list[dict]:
+    """The step records of a run_dir's metrics.jsonl, or a UsageError naming what is wrong with the folder."""
+    run_dir = Path(run_dir)
+    path = run_dir / "metrics.jsonl"
+    if not run_dir.is_dir():
+        raise UsageError(f"run dir '{run_dir}' does not exist (give the run_dir of a `dist-train train` run)")
+    if not path.is_file():
+        raise UsageError(f"run dir '{run_dir}' has no metrics.jsonl (give the run_dir of a `dist-train train` run)")
+    records = [r for r in read_records(path) if isinstance(r.get("step"), int)]
     if not records:
         raise UsageError(f"{path}: no metrics logged yet")
     return records
@@ -82,12 +95,3 @@ def series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
             by_step[r["step"]] = float(v)
     steps = sorted(by_step)
     return steps, [by_step[s] for s in steps]
-def _records(path: Path) -> list[dict]:
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                break  # a line cut short by a crash: it and anything after it are not trusted
-    return records

@@ -13,6 +13,7 @@ import torch
 from dist_train.data import BatchLayout
 from dist_train.data.streaming import JsonlStream, ShardedStream, StreamLoader, TokenShardStream, shard_plan
 from dist_train.errors import UsageError
+from dist_train.train_state import TrainState
 
 LENGTHS = [7, 3, 12, 5, 9, 4]  # samples per shard: uneven on purpose
 
@@ -33,18 +34,26 @@ class Counting(ShardedStream):
 
 
 def loader(workers=0, layout=BatchLayout(2, 2, 1, 0), state=None, lengths=LENGTHS):
+    """A StreamLoader registered with a TrainState, restored from `state` = (global, local) as a checkpoint has."""
     stream = StreamLoader(Counting(lengths), layout, seed=0, num_workers=workers, device=torch.device("cpu"))
+    stream.train_state = TrainState()
+    stream.register(stream.train_state)
     if state is not None:
-        stream.load_state_dict(state)
+        shared, local = state
+        stream.train_state.load_state_dict({"step": 0, "epoch": 0, "samples_in_epoch": 0, "components": shared})
+        if local is not None:
+            stream.train_state.load_local_state_dict(local)
     return stream
 
 
 def take(stream, steps):
+    """`steps` steps of batches, and after each the (global, local) state a checkpoint would save."""
     it, out, states = stream.batches(), [], []
     for _ in range(steps):
         epoch, step, micro = next(it)
         out.append((epoch, step, [tuple(map(tuple, m.tolist())) for m in micro]))
-        states.append(stream.state_dict())
+        stream.gather_state()
+        states.append((stream.train_state.state_dict()["components"], stream.train_state.local_state_dict()))
     return out, states
 
 
@@ -72,6 +81,7 @@ def test_state_loads_with_weights_only(tmp_path):
     _, states = take(loader(2), 3)
     torch.save(states[-1], tmp_path / "state.pt")
     assert torch.load(tmp_path / "state.pt", weights_only=True) == states[-1]
+    assert states[-1][1]["stream_rank"]["loader"] is not None  # every worker's position, from StatefulDataLoader
 
 
 def test_resume_on_another_layout_continues_every_shard_from_its_offset():
@@ -82,8 +92,8 @@ def test_resume_on_another_layout_continues_every_shard_from_its_offset():
     for rank in range(2):
         out, states = take(loader(0, BatchLayout(2, 1, 2, rank)), 2)
         consumed += [s for _, _, micro in out for m in micro for s in m]  # take() made them (shard, k) tuples
-        ranks.append(states[-1]["ranks"][0])
-    resumed = loader(2, BatchLayout(2, 1, 1, 0), state={"world_size": 2, "ranks": ranks})
+        ranks += states[-1][0]["stream"]["ranks"]  # without a process group each rank gathers only itself
+    resumed = loader(2, BatchLayout(2, 1, 1, 0), state=({"stream": {"ranks": ranks}}, None))
     it = resumed.batches()
     epoch, rest = 0, []
     while epoch == 0:

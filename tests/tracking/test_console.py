@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 from dist_train.tracking.console import ConsoleTracker, format_duration, format_metrics
 
@@ -23,8 +24,9 @@ def test_plain_lines_carry_an_eta_except_on_the_last_step():
     console.log({"loss": 0.5, "samples_per_s": 1234.0}, 50)
     console.log({"loss": 0.4}, 100)
     first, last = out.getvalue().splitlines()
-    assert first.startswith("step 50/100 | loss 0.5 | samples_per_s 1,234 | eta ")
-    assert last == "step 100/100 | loss 0.4"
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d "  # wall-clock time first, so logs line up with other events
+    assert re.match(stamp + r"step 50/100 \| loss 0\.5 \| samples_per_s 1,234 \| eta \d", first), first
+    assert re.fullmatch(stamp + r"step 100/100 \| loss 0\.4", last), last
 
 
 def test_progress_bar_shows_step_loss_throughput_and_eta():

@@ -7,7 +7,7 @@ import struct
 from support import read_metrics, run_cli
 
 from dist_train.tracking.jsonl import read_run_metrics
-from dist_train.tracking.plot import PANEL_PX, make_figure
+from dist_train.reports.plot import PANEL_PX, make_figure
 
 
 def png_size(path) -> tuple[int, int]:

@@ -1,5 +1,6 @@
-"""`dist-train summary RUN_DIR`: one table of a run, read from its config.yaml and metrics.jsonl (no service needed):
-config highlights, final and best metrics, training time and throughput.
+"""`dist-train summary RUN_DIR`: one table of a run, read from its config.yaml, run.json and metrics.jsonl (no
+service needed): config highlights, what actually ran (strategy, world size, global batch), whether the run is
+complete (or stopped early, preempted, failed, or still running/died), final and best metrics, time and throughput.
 
 "Best" is the lowest value, except for metrics whose name says higher is better (accuracy, f1, auc, ...).
 Training time is the sum of the logged step times, so it leaves out evaluation and any time between a job's
@@ -15,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from dist_train.tracking.console import format_duration, format_value
+from dist_train.tracking import run_record
 from dist_train.tracking.jsonl import read_run_metrics, series
 from dist_train.tracking.wandb import read_run_id
 
@@ -41,17 +43,24 @@ def summary_rows(run_dir: str | Path) -> list[tuple[str, str]]:
     run_dir = Path(run_dir)
     records = read_run_metrics(run_dir)
     cfg = _config(run_dir)
+    ran = run_record.read(run_dir)
     rows = [("run", str(run_dir))]
     for label, key in (("recipe", "recipe"), ("strategy", "strategy"), ("precision", "train.precision"),
                        ("batch size (per rank)", "train.batch_size"), ("grad accum", "train.grad_accum"),
                        ("optimizer", "optimizer.name"), ("lr", "optimizer.lr"), ("scheduler", "scheduler.name"),
                        ("seed", "seed")):
-        value = _get(cfg, key)
+        value = ran.get("strategy") if key == "strategy" and ran.get("strategy") else _get(cfg, key)
+        if key == "train.grad_accum" and ran.get("grad_accum"):
+            value = ran["grad_accum"]  # what ran: a resume on another world size may have changed it
         if value is not None:
             rows.append((label, format_value(key, value)))
+    if ran.get("world_size"):
+        rows.append(("world size", str(ran["world_size"])))
+        rows.append(("global batch", str(ran["global_batch"])))
     last_step = max(r["step"] for r in records)
     max_steps = _get(cfg, "train.max_steps")
     rows.append(("steps", f"{last_step} / {max_steps}" if max_steps else str(last_step)))
+    rows += _status_rows(ran, last_step, max_steps)
 
     metric_keys = ["loss"] + sorted({k for r in records for k in r if k.startswith("eval/")})
     for key in metric_keys:
@@ -82,6 +91,32 @@ def summary_rows(run_dir: str | Path) -> list[tuple[str, str]]:
     run_id = read_run_id(run_dir)
     if run_id:
         rows.append(("W&B run id", run_id))
+    return rows
+
+
+def _status_rows(ran: dict, last_step: int, max_steps) -> list[tuple[str, str]]:
+    """How the run stands: its last attempt's end, marked INCOMPLETE unless train.max_steps was reached."""
+    attempts = ran.get("attempts") or []
+    if not attempts:
+        return [("status", "unknown (no run.json: written by dist-train 0.2 and later)")]
+    last = attempts[-1]
+    status = last.get("status", "unknown")
+    if status == "complete":
+        shown = "complete"
+    elif status == "running":
+        shown = ("INCOMPLETE: running, or died without a word (killed, node lost) after step "
+                 f"{last_step}; run the same command again to resume")
+    else:
+        detail = f": {last['detail']}" if last.get("detail") else ""
+        final = "" if status == "stopped early" else "INCOMPLETE: "
+        shown = f"{final}{status} at step {last.get('last_step', last_step)}{detail}"
+    rows = [("status", shown), ("attempts", str(len(attempts)))]
+    rows.append(("started", attempts[0].get("started", "?")))
+    if last.get("ended"):
+        rows.append(("ended", last["ended"]))
+    wall = sum(a.get("elapsed_s", 0.0) for a in attempts)
+    if wall:
+        rows.append(("wall time (all attempts)", format_duration(wall)))
     return rows
 
 

@@ -1,0 +1,57 @@
+"""run_dir/run.json: what a run is and how each of its attempts ended, for people and for `dist-train summary`.
+
+metrics.jsonl says how training went; this file says what ran and whether it is finished: the strategy actually
+used (as the start-up line describes it), world size, batch layout, and for each attempt (a first launch, a
+resume, a requeue) its start and end time, first and last step and how it ended: `complete` (train.max_steps
+reached), `stopped early` (a callback ended it for good, e.g. early stopping), `preempted` / `interrupted`
+(checkpoint saved, resume with the same command), `failed` (with the error line). An attempt still `running` in
+the file either runs now or died without a word (SIGKILL, a node lost). Rank 0 writes it, atomically.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+RUN_RECORD = "run.json"
+
+
+def now() -> str:
+    """Local wall-clock time with its UTC offset, to the millisecond (ISO 8601)."""
+    return datetime.datetime.now().astimezone().isoformat(timespec="milliseconds")
+
+
+def read(run_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((Path(run_dir) / RUN_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+class RunRecord:
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / RUN_RECORD
+        self.data = read(run_dir)
+        if not isinstance(self.data.get("attempts"), list):
+            self.data["attempts"] = []
+
+    def start(self, start_step: int, **facts: Any) -> None:
+        self.data.update(facts)
+        self.data["attempts"].append({"started": now(), "start_step": start_step, "status": "running"})
+        self._write()
+
+    def end(self, status: str, last_step: int, elapsed_s: float, detail: str = "") -> None:
+        attempt = self.data["attempts"][-1]
+        attempt.update({"ended": now(), "last_step": last_step, "status": status, "elapsed_s": round(elapsed_s, 3)})
+        if detail:
+            attempt["detail"] = detail
+        self._write()
+
+    def _write(self) -> None:
+        part = self.path.with_name(self.path.name + ".part")
+        part.write_text(json.dumps(self.data, indent=1) + "\n", encoding="utf-8")
+        os.replace(part, self.path)
