@@ -41,7 +41,7 @@ def generate(folder: Path, gb: float) -> list[Path]:
     letters = np.frombuffer(b"etaoinshrdlcumwfgypbvkjxqz", dtype=np.uint8)
     vocab = [bytes(letters[rng.integers(0, 26, size=rng.integers(1, 11))]) for _ in range(20000)]
     blocks = []
-    for b in range(8):  # 8 distinct 16 MB blocks, shuffled into files: fast to write, no two files alike
+    for _ in range(8):  # 8 distinct 16 MB blocks, shuffled into files: fast to write, no two files alike
         words = rng.zipf(1.3, size=3_000_000) % len(vocab)
         text = b" ".join(vocab[w] for w in words)
         lines = [text[i: i + 80] for i in range(0, min(len(text), 16 << 20), 80)]

@@ -284,8 +284,8 @@ class CharLM(Recipe):
         text, cfg = self._text(), self.config.section("sample")
         if "bpc" in eval_values:
             baseline = text.unigram_bpc()
-            distributed.print0(f"validation {eval_values['bpc']:.3f} bits/{text.unit} vs unigram baseline {baseline:.3f} "
-                               f"({100 * (1 - eval_values['bpc'] / baseline):.0f}% lower)")
+            distributed.print0(f"validation {eval_values['bpc']:.3f} bits/{text.unit} vs unigram baseline "
+                               f"{baseline:.3f} ({100 * (1 - eval_values['bpc'] / baseline):.0f}% lower)")
         if cfg.length:
             distributed.print0(f"--- sample (temperature {cfg.temperature}) ---\n{self.sample(model, cfg)}\n---")
 

@@ -29,7 +29,7 @@ def step_one_losses() -> tuple[float, float]:
             sums.append(F.cross_entropy(out.flatten(0, 1), targets[idx].flatten(), ignore_index=-100, reduction="sum"))
             counts.append((targets[idx] != -100).sum())
     weighted = float(sum(sums) / sum(counts))
-    return weighted, float(sum(s / c for s, c in zip(sums, counts)) / len(sums))
+    return weighted, float(sum(s / c for s, c in zip(sums, counts, strict=True)) / len(sums))
 
 
 def test_same_per_step_losses_on_1x4_2x2_4x1(tmp_path):

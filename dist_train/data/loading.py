@@ -13,7 +13,8 @@ from (seed, epoch, step, micro-batch of the global step), so it is the same on e
 from __future__ import annotations
 
 import random
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -149,7 +150,7 @@ def rank_steps(n: int, seed: int, layout: BatchLayout, epoch: int, start_step: i
         steps = np.arange(first, min(per_epoch, first + max(1, chunk // local)), dtype=np.int64)
         idx = order.indices((steps[:, None] * layout.global_batch + offsets).ravel())
         idx = torch.from_numpy(idx).view(len(steps), layout.grad_accum, layout.batch_size)
-        for s, micro in zip(steps.tolist(), idx):
+        for s, micro in zip(steps.tolist(), idx, strict=True):
             yield s, list(micro.unbind(0))
 
 

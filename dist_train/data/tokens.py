@@ -136,9 +136,9 @@ class TokenWindows(BatchDataset):
         windows = (len(self.shards) - 1) // seq_len
         n_val = max(1, int(windows * val_fraction))
         if windows - n_val < 1:
-            raise UsageError(f"{self.shards.key}: {self.shards.index.folder} holds {len(self.shards):,} tokens, too few "
-                             f"for windows of {seq_len} + 1 tokens with val_fraction {val_fraction}; prepare more text "
-                             "or use a shorter sequence")
+            raise UsageError(f"{self.shards.key}: {self.shards.index.folder} holds {len(self.shards):,} tokens, "
+                             f"too few for windows of {seq_len} + 1 tokens with val_fraction {val_fraction}; prepare "
+                             "more text or use a shorter sequence")
         self.first, self.count = (0, windows - n_val) if split == "train" else (windows - n_val, n_val)
 
     @property

@@ -33,8 +33,9 @@ class Counting(ShardedStream):
             yield torch.tensor([i, k])
 
 
-def loader(workers=0, layout=BatchLayout(2, 2, 1, 0), state=None, lengths=LENGTHS):
+def loader(workers=0, layout=None, state=None, lengths=LENGTHS):
     """A StreamLoader registered with a TrainState, restored from `state` = (global, local) as a checkpoint has."""
+    layout = layout or BatchLayout(2, 2, 1, 0)
     stream = StreamLoader(Counting(lengths), layout, seed=0, num_workers=workers, device=torch.device("cpu"))
     stream.train_state = TrainState()
     stream.register(stream.train_state)

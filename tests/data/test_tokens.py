@@ -37,7 +37,8 @@ def test_remapping_and_pickling_keep_the_data_and_carry_no_mapped_pages(shards):
     remapping = TokenWindows(TokenShards(shards, remap_bytes=1), 32)  # unmaps before every batch
     idx = np.random.default_rng(0).integers(0, len(plain), size=(20, 16))
     for batch in idx:
-        assert all(torch.equal(a, b) for a, b in zip(plain.__getitems__(batch), remapping.__getitems__(batch)))
+        pairs = zip(plain.__getitems__(batch), remapping.__getitems__(batch), strict=True)
+        assert all(torch.equal(a, b) for a, b in pairs)
     assert len(remapping.shards._maps) <= 4
     blob = pickle.dumps(plain)
     assert len(blob) < 4000  # what a DataLoader worker receives: the index, never the mapped tokens
@@ -51,7 +52,7 @@ def test_worker_loader_matches_in_process(shards):
     workers = train_batches(data, layout, seed=4, start_epoch=0, start_step_in_epoch=0, num_workers=2)
     for _ in range(5):
         (e1, s1, b1), (e2, s2, b2) = next(direct), next(workers)
-        assert (e1, s1) == (e2, s2) and all(torch.equal(x[0], y[0]) for x, y in zip(b1, b2))
+        assert (e1, s1) == (e2, s2) and all(torch.equal(x[0], y[0]) for x, y in zip(b1, b2, strict=True))
 
 
 def test_too_short_corpus_and_out_of_vocabulary_tokens_are_one_line(shards, tmp_path):
