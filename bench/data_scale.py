@@ -137,6 +137,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--mem-limit-gb", type=float, default=0.0)
     parser.add_argument("--small", help="a small prepared folder for the RSS baseline (default: 1.7 MB generated)")
+    parser.add_argument("--phases", default="prepare,reader,train",
+                        help="which of prepare, reader, train to run (prepare writes the shards the others read)")
     parser.add_argument("--reader", nargs=3, metavar=("PATH", "REMAP", "SECONDS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.reader:
@@ -147,25 +149,35 @@ def main() -> None:
     total = sum(f.stat().st_size for f in files)
     print(f"corpus: {len(files)} files, {total / 1e9:.2f} GB of text in {root / 'text'}")
 
-    shards = root / "shards"
-    print("prepare, whole corpus:", prepare(files, shards, "byte", 2))
-    subset = files[: max(1, (512 << 20) // FILE_BYTES)]
-    for workers in (1, 2):
-        print(f"prepare, 512 MB, byte, {workers} worker(s):", prepare(subset, root / "subset", "byte", workers))
-    small = root / "small_text"
-    small.mkdir(exist_ok=True)
-    with open(files[0], "rb") as f:
-        (small / "a.txt").write_bytes(f.read(16 << 20))
-    for workers in (1, 2):
-        print(f"prepare, 16 MB, bpe:8192, {workers} worker(s):", prepare([small], root / "bpe", "bpe:8192", workers))
-    shutil.rmtree(root / "subset", ignore_errors=True)
+    shards, phases = root / "shards", args.phases.split(",")
+    if "prepare" in phases:
+        print("prepare, whole corpus:", prepare(files, shards, "byte", 1))
+        subset = files[: max(1, (512 << 20) // FILE_BYTES)]
+        for workers in (1, 2):
+            print(f"prepare, 512 MB, byte, {workers} worker(s):", prepare(subset, root / "subset", "byte", workers))
+        small = root / "small_text"
+        small.mkdir(exist_ok=True)
+        with open(files[0], "rb") as f:
+            (small / "a.txt").write_bytes(f.read(16 << 20))
+        for workers in (1, 2):
+            print(f"prepare, 16 MB, bpe:8192, {workers} worker(s):",
+                  prepare([small], root / "bpe", "bpe:8192", workers))
+        shutil.rmtree(root / "subset", ignore_errors=True)
+    if "reader" in phases:
+        read_phase(shards, total, args.seconds)
+    if "train" in phases:
+        train_phase(root, files, shards, total, args)
 
-    print(f"data-only reader, {args.seconds:.0f} s of random 1024-token windows over {gib(2 * total)} of shards:")
-    for remap, name in ((256 << 20, "remap every 256 MiB (default)"), (0, "never remapped")):
-        peaks, out = watch([sys.executable, __file__, "--reader", str(shards), str(remap), str(args.seconds)])
+
+def read_phase(shards: Path, total: int, seconds: float) -> None:
+    print(f"data-only reader, {seconds:.0f} s of random 1024-token windows over {gib(2 * total)} of shards:")
+    for remap, name in ((256 << 20, "maps dropped at +256 MiB of file RSS (default)"), (0, "never remapped")):
+        peaks, out = watch([sys.executable, __file__, "--reader", str(shards), str(remap), str(seconds)])
         print(f"  {name}: {out.strip()}; peak VmRSS {gib(peaks['VmRSS'])}, RssAnon {gib(peaks['RssAnon'])}, "
               f"RssFile {gib(peaks['RssFile'])}")
 
+
+def train_phase(root: Path, files: list[Path], shards: Path, total: int, args) -> None:
     small_shards = Path(args.small) if args.small else root / "small_shards"
     if not args.small:
         (root / "one").mkdir(exist_ok=True)
