@@ -12,8 +12,7 @@ A batch is one vectorised gather (numpy fancy indexing of the mapped shards for 
 `batch_size` Python calls. Pages a process reads stay mapped into it, so its resident set would grow towards the
 corpus size (a read fault maps far more than the window: readahead and large page-cache folios made it ~400 KB
 per 2 KB window on the Linux 6.18 machine of docs/data.md). So the reader watches its file-backed resident memory
-(/proc/self/statm, checked every few MB of reads) and drops its maps when they have grown by `remap_bytes`; they
-reopen lazily. RSS stays flat; the pages stay in the OS page cache, which the kernel manages.
+(/proc/self/statm, at every batch) and drops its maps when they have grown by `remap_bytes`; they reopen lazily. RSS stays flat; the pages stay in the OS page cache, which the kernel manages.
 """
 
 from __future__ import annotations
@@ -30,7 +29,9 @@ from dist_train.errors import UsageError
 
 SPLITS = ("train", "validation")
 REMAP_BYTES = 256 << 20
-CHECK_BYTES = 4 << 20  # window bytes read between two looks at the resident set (at most)
+# Window bytes read between two looks at the resident set: a read fault can map ~200x the bytes asked for, so
+# look at every batch of any size (a look is one small read of /proc/self/statm, ~10 us).
+CHECK_BYTES = 16 << 10
 
 
 def file_resident_bytes() -> int | None:
