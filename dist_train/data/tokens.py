@@ -12,7 +12,8 @@ A batch is one vectorised gather (numpy fancy indexing of the mapped shards for 
 `batch_size` Python calls. Pages a process reads stay mapped into it, so its resident set would grow towards the
 corpus size (a read fault maps far more than the window: readahead and large page-cache folios made it ~400 KB
 per 2 KB window on the Linux 6.18 machine of docs/data.md). So the reader watches its file-backed resident memory
-(/proc/self/statm, at every batch) and drops its maps when they have grown by `remap_bytes`; they reopen lazily. RSS stays flat; the pages stay in the OS page cache, which the kernel manages.
+(/proc/self/statm, at every batch) and drops its maps when they have grown by `remap_bytes`; they reopen lazily.
+RSS stays flat; the pages stay in the OS page cache, which the kernel manages.
 """
 
 from __future__ import annotations
