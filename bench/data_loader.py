@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 from dist_train.config import load  # noqa: E402
 from dist_train.data import BatchLayout, train_batches  # noqa: E402
 from dist_train.recipe import resolve_recipe  # noqa: E402
-from dist_train.tracking.jsonl import read_metrics  # noqa: E402
+from dist_train.tracking.jsonl import read_run_metrics  # noqa: E402
 
 CONFIG = REPO / "recipes" / "char_lm.yaml"
 
@@ -53,7 +53,7 @@ def training(path: str, seq: int, batch: int, steps: int, workers: int) -> dict:
         env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         subprocess.run(cmd, check=True, env=env, cwd=REPO, capture_output=True)
         # The second window: the first holds start-up (worker launch, first batches).
-        return [r for r in read_metrics(Path(run_dir) / "metrics.jsonl") if "data_wait_share" in r][-1]
+        return [r for r in read_run_metrics(run_dir) if "data_wait_share" in r][-1]
 
 
 def main() -> None:
