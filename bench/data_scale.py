@@ -151,7 +151,7 @@ def main() -> None:
 
     shards, phases = root / "shards", args.phases.split(",")
     if "prepare" in phases:
-        print("prepare, whole corpus:", prepare(files, shards, "byte", 1))
+        print("prepare, whole corpus:", prepare(files, shards, "byte", 2))
         subset = files[: max(1, (512 << 20) // FILE_BYTES)]
         for workers in (1, 2):
             print(f"prepare, 512 MB, byte, {workers} worker(s):", prepare(subset, root / "subset", "byte", workers))
