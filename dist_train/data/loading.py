@@ -84,7 +84,8 @@ PIPE_BYTES = 1 << 20
 
 class _Packed:
     """A small CPU tensor crossing from a worker as numpy bytes through the pipe: torch's default, a shared-memory
-    segment plus a file descriptor per storage, costs more than the copy below ~1 MiB (measured in docs/data.md)."""
+    segment plus a file descriptor per storage, cost 2.1 ms per 33 KB batch against 0.8 ms this way (2 workers,
+    loaded 2-core machine). PIPE_BYTES, where copying stops paying, is a choice, not a measurement."""
 
     def __init__(self, tensor: torch.Tensor):
         self.array = tensor.numpy()
