@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -141,8 +141,9 @@ class TokenShardStream(ShardedStream):
 
 
 class JsonlStream(ShardedStream):
-    """JSON-lines files, one shard each (sorted), one sample per line: `transform(record)` -> the sample. A resume
-    mid-file skips `start` lines (reading them, not decoding them)."""
+    """JSON-lines files, one shard each (sorted), one sample per line: `transform(record)` -> the sample (a
+    module-level function, so that worker processes can unpickle it). A resume mid-file skips `start` lines
+    (reading them, not decoding them)."""
 
     def __init__(self, files: Sequence[str | Path], transform: Callable[[Any], Any]):
         self.files, self.transform = sorted(str(f) for f in files), transform
@@ -259,22 +260,25 @@ class StreamLoader:
         return {"layout": [self.layout.world_size, self.num_workers, self.layout.batch_size],
                 "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "progress": self._progress()}
 
+    def _worker_progress(self, worker: int, slot: int, slots: int, names: int) -> tuple[list[list[int]], int, int]:
+        """(plan, cursor, offset) of one worker after its last consumed batch."""
+        state = self.positions.get(worker)
+        if state is None:  # no batch from this worker yet in this epoch: its plan is untouched
+            plan = self.plans.get(slot, []) if self.plans is not None else \
+                [[s, 0] for s in shard_plan(names, self.seed, self.epoch, slot, slots)]
+            return plan, 0, plan[0][1] if plan else 0
+        plan = state["plan"] if state["plan"] is not None else \
+            [[s, 0] for s in shard_plan(names, self.seed, state["epoch"], slot, slots)]
+        return plan, state["cursor"], state["offset"]
+
     def _progress(self) -> dict[int, int]:
         """shard index -> samples of it consumed this epoch (DONE: finished), for the shards of this rank."""
         workers = max(self.num_workers, 1)
         progress: dict[int, int] = {}
         names = len(self.dataset.shards())
         for w in range(workers):
-            slot, slots = self.layout.rank * workers + w, self.layout.world_size * workers
-            state = self.positions.get(w)
-            if state is None:  # no batch from this worker yet in this epoch: its plan is untouched
-                plan = self.plans.get(slot, []) if self.plans is not None else \
-                    [[s, 0] for s in shard_plan(names, self.seed, self.epoch, slot, slots)]
-                cursor, offset = 0, plan[0][1] if plan else 0
-            else:
-                plan = state["plan"] if state["plan"] is not None else \
-                    [[s, 0] for s in shard_plan(names, self.seed, state["epoch"], slot, slots)]
-                cursor, offset = state["cursor"], state["offset"]
+            plan, cursor, offset = self._worker_progress(w, self.layout.rank * workers + w,
+                                                         self.layout.world_size * workers, names)
             for i, (shard, start) in enumerate(plan):
                 progress[shard] = DONE if i < cursor else offset if i == cursor else start
         return progress
@@ -291,7 +295,9 @@ class StreamLoader:
 
     def state_dict(self) -> dict[str, Any]:
         """This rank's exact position: the StatefulDataLoader's state (every worker's) and the step in epoch."""
-        return {**self._rank_state(), "loader": self.loader.state_dict() if self.loader is not None else None}
+        # `positions` too: after a resume, a worker that has not yielded a batch yet is where it was saved.
+        return {**self._rank_state(), "positions": self.positions,
+                "loader": self.loader.state_dict() if self.loader is not None else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._saved_rank = state
@@ -303,6 +309,7 @@ class StreamLoader:
         mine, ranks = self._saved_rank, self._saved_ranks
         if mine is not None and mine["layout"] == layout:
             self.epoch, self.step_in_epoch, self._loader_state = mine["epoch"], mine["step_in_epoch"], mine["loader"]
+            self.positions = {int(w): p for w, p in mine["positions"].items()}
             return
         if not ranks:
             return

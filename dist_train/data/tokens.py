@@ -134,6 +134,8 @@ class TokenShards:
     def read(self, start: int, length: int) -> np.ndarray:
         """Tokens [start, start + length) of the stream, by slicing (no index arrays): for long contiguous reads."""
         stop, parts = min(start + length, len(self)), []
+        if self.remap_bytes:
+            self._bound_resident(max(stop - start, 0) * self.dtype.itemsize)
         for s in range(int(np.searchsorted(self.starts, start, side="right") - 1), len(self.index.shards)):
             if self.starts[s] >= stop:
                 break

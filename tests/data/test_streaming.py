@@ -128,3 +128,22 @@ def test_token_shard_and_jsonl_streams(shards, tmp_path):
         files[-1].write_text("".join(json.dumps({"v": 10 * i + k}) + "\n" for k in range(4)))
     records = JsonlStream(files, transform=lambda r: r["v"])
     assert records.shards() == sorted(map(str, files)) and list(records.read(str(files[2]), 1)) == [21, 22, 23]
+
+
+def test_progress_saved_right_after_an_exact_resume_still_counts_every_worker():
+    # 1 rank x 2 workers, accum 1: a step takes one batch, from one worker. Resume exactly after 3 steps, take 1 more
+    # (from one worker only), checkpoint, resume that on 0 workers: nothing read twice, nothing skipped.
+    layout = BatchLayout(2, 1, 1, 0)
+    first, states = take(loader(2, layout), 3)
+    second, states = take(loader(2, layout, state=states[-1]), 1)
+    third = loader(0, layout, state=(states[-1][0], None))  # another worker count: the merged progress
+    it, rest, epoch = third.batches(), [], 0
+    while epoch == 0:
+        epoch, _, micro = next(it)
+        rest += [tuple(s.tolist()) for m in micro for s in m] if epoch == 0 else []
+    before = [s for _, _, micro in first + second for m in micro for s in m]
+    assert not set(before) & set(rest)
+    offsets = defaultdict(list)
+    for shard, k in before + rest:
+        offsets[shard].append(k)
+    assert all(sorted(ks) == list(range(len(ks))) for ks in offsets.values()), offsets
