@@ -30,7 +30,7 @@ def evaluate(model: torch.nn.Module, recipe, dataset, batch_size: int, rank: int
         if not valid:
             continue  # a padding batch: ran only so that sharded models see the same collectives on every rank
         if isinstance(loss, (tuple, list)):  # token-weighted: the eval loss is sum / count over the whole set
-            metrics["loss"].add(loss[0], loss[1])
+            metrics["loss"].add(*loss)
         else:
             metrics["loss"].update(loss.detach().float().expand(recipe.batch_size(batch)))
         targets = recipe.targets(batch)

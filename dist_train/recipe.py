@@ -42,7 +42,8 @@ class Recipe:
         raise NotImplementedError
 
     def build_datasets(self) -> tuple[Any, Any | None]:
-        """(train_dataset, eval_dataset or None). Map-style datasets; a batch is a tuple (or a dict) of tensors."""
+        """(train_dataset, eval_dataset or None). Map-style datasets, or for training a streaming source
+        (dist_train.data.ShardedStream); a batch is a tuple (or a dict) of tensors."""
         raise NotImplementedError
 
     # ---- the batch contract: how the loop, eval, metrics and export read a batch. Defaults: a tuple/list batch is
@@ -73,7 +74,11 @@ class Recipe:
         x = self.inputs(batch)
         return model(**x) if isinstance(x, dict) else model(x)
 
-    def loss(self, outputs, batch) -> torch.Tensor:
+    def loss(self, outputs, batch) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | int]:
+        """The batch's mean loss (a scalar tensor), or a token-weighted `(sum, count)` pair: the summed loss and how
+        many items it sums (non-padding tokens); the step then divides by the count of the whole global batch
+        (dist_train.token_weighted), so variable-length batches train the same on any split into ranks and
+        accumulation steps."""
         raise NotImplementedError
 
     def metrics(self) -> dict[str, Metric]:

@@ -25,7 +25,8 @@ from dist_train.callbacks import CallbackList
 from dist_train.checkpoint import Checkpointer, Manifest, model_signature
 from dist_train.checkpoint.resume import batch_layout, data_position
 from dist_train.config import Config, resolved_dict, to_yaml, warnings_for
-from dist_train.data import seed_everything, steps_per_epoch, to_device, train_batches
+from dist_train.data import seed_everything, to_device
+from dist_train.data.loading import build_train_loader
 from dist_train.errors import RunError, UsageError
 from dist_train.evaluation import evaluate
 from dist_train.parallel_dims import check_parallel
@@ -121,7 +122,11 @@ class Trainer:
         seed_everything(config.seed)
         self.recipe: Recipe = resolve_recipe(config.recipe)(config)
         self.train_data, self.eval_data = recipe_checks.build_datasets(self.recipe)
-        self.steps_per_epoch = steps_per_epoch(len(self.train_data), self.layout.global_batch)
+        # Map-style data resumes by arithmetic from state.epoch/samples_in_epoch; a streaming source
+        # (steps_per_epoch None) from the loader's own state, which it registers with self.state.
+        self.loader = build_train_loader(self.train_data, self.layout, config.seed, config.data, device)
+        self.loader.register(self.state)
+        self.steps_per_epoch = self.loader.steps_per_epoch
         if self.steps_per_epoch == 0:
             layout = self.layout
             raise UsageError(
@@ -187,7 +192,7 @@ class Trainer:
         distributed.print0(
             f"recipe {cfg.recipe} | strategy {strategy.describe()} | world size {self.env.world_size} | "
             f"device {self.device.type} | global batch {layout.batch_size} x {accum} x {layout.world_size} = "
-            f"{layout.global_batch} | {self.steps_per_epoch} steps/epoch | "
+            f"{layout.global_batch} | {self.steps_per_epoch or 'streaming, ?'} steps/epoch | "
             f"{strategy.num_parameters():,} parameters"
         )
         if self.env.is_main:  # after every check: a run that fails to start shows its error line alone
@@ -202,12 +207,10 @@ class Trainer:
             # One eval forward on two samples now, so that a recipe whose eval breaks fails in seconds, not after
             # train.eval_every steps (dist_train.recipe_checks).
             recipe_checks.check_eval(recipe, strategy.model, self.eval_data, recipe.metrics(), strategy.autocast)
-        epoch, step_in_epoch = data_position((state.epoch, state.samples_in_epoch), layout.global_batch,
-                                             self.steps_per_epoch)
-        batches = train_batches(
-            self.train_data, layout, cfg.seed, start_epoch=epoch, start_step_in_epoch=step_in_epoch,
-            num_workers=cfg.data.num_workers,
-        )
+        if self.steps_per_epoch is not None:
+            self.loader.seek(*data_position((state.epoch, state.samples_in_epoch), layout.global_batch,
+                                            self.steps_per_epoch))
+        batches = self.loader.batches()
         every = cfg.checkpoint.every
         callbacks = self.callbacks
         strategy.model.train()
@@ -334,6 +337,7 @@ class Trainer:
         checkpoint.async, once the state is copied and the write goes on in the background."""
         self.raise_if_diverged()  # never a checkpoint of a diverged state
         layout = self.layout
+        self.loader.gather_state()  # a streaming loader collects every rank's position (a collective)
         manifest = Manifest(
             step=step, recipe=self.config.recipe, model=self.model_signature, world_size=self.env.world_size,
             batch_size=layout.batch_size, grad_accum=layout.grad_accum, global_batch=layout.global_batch,

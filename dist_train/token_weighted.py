@@ -12,7 +12,7 @@ has averaged them over ranks): the result is the gradient of sum / count over th
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

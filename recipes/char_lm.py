@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -212,12 +213,19 @@ class ShardText:
                 f"vocabulary {self.vocab_size:,}")
 
     def unigram_bpc(self) -> float:
-        """Bits per validation token under the training tokens' frequencies, over at most BASELINE_TOKENS each."""
-        seq = self.train.seq_len
-        train = self.shards.read(0, min(len(self.train) * seq, BASELINE_TOKENS))
-        val = self.shards.read(self.val.first * seq + 1, min(len(self.val) * seq, BASELINE_TOKENS))
-        return unigram_bits(torch.from_numpy(train.astype("int64")), torch.from_numpy(val.astype("int64")),
-                            self.vocab_size)
+        """Bits per validation token under the training tokens' frequencies, over at most BASELINE_TOKENS each
+        (read in chunks: memory stays small whatever the corpus size)."""
+        seq, chunk = self.train.seq_len, 1 << 20
+        counts = np.ones(self.vocab_size, dtype=np.float64)  # add-one smoothed
+        end = min(len(self.train) * seq, BASELINE_TOKENS)
+        for start in range(0, end, chunk):
+            counts += np.bincount(self.shards.read(start, min(chunk, end - start)), minlength=self.vocab_size)
+        log2p = np.log2(counts / counts.sum())
+        first, bits = self.val.first * seq + 1, 0.0  # the validation targets
+        end = first + min(len(self.val) * seq, BASELINE_TOKENS)
+        for start in range(first, end, chunk):
+            bits -= log2p[self.shards.read(start, min(chunk, end - start))].sum()
+        return bits / (end - first)
 
     def tokenizer(self):
         if self._tokenizer is None:
@@ -276,8 +284,8 @@ class CharLM(Recipe):
         text, cfg = self._text(), self.config.section("sample")
         if "bpc" in eval_values:
             baseline = text.unigram_bpc()
-            distributed.print0(f"validation {eval_values['bpc']:.3f} bits/{text.unit} vs unigram baseline {baseline:.3f} "
-                               f"({100 * (1 - eval_values['bpc'] / baseline):.0f}% lower)")
+            distributed.print0(f"validation {eval_values['bpc']:.3f} bits/{text.unit} vs unigram baseline "
+                               f"{baseline:.3f} ({100 * (1 - eval_values['bpc'] / baseline):.0f}% lower)")
         if cfg.length:
             distributed.print0(f"--- sample (temperature {cfg.temperature}) ---\n{self.sample(model, cfg)}\n---")
 

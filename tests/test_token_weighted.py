@@ -1,5 +1,6 @@
 """Token-weighted losses: a recipe returning (sum, count) gets the gradient of sum / count over the whole global
-batch, so variable-length batches give the same per-step losses on 1 x accum 4, 2 x accum 2 and 4 x accum 1."""
+batch, so variable-length batches give the same per-step losses on 1 x accum 4, 2 x accum 2 (FSDP) and 4 x accum 1
+(DDP)."""
 
 from __future__ import annotations
 
@@ -29,13 +30,14 @@ def step_one_losses() -> tuple[float, float]:
             sums.append(F.cross_entropy(out.flatten(0, 1), targets[idx].flatten(), ignore_index=-100, reduction="sum"))
             counts.append((targets[idx] != -100).sum())
     weighted = float(sum(sums) / sum(counts))
-    return weighted, float(sum(s / c for s, c in zip(sums, counts)) / len(sums))
+    return weighted, float(sum(s / c for s, c in zip(sums, counts, strict=True)) / len(sums))
 
 
 def test_same_per_step_losses_on_1x4_2x2_4x1(tmp_path):
     base = ["train", CONFIG]
     run_cli(*base, "train.grad_accum=4", f"run_dir={tmp_path / '1x4'}")
-    run_torchrun(2, *base, "train.grad_accum=2", f"run_dir={tmp_path / '2x2'}", timeout=600)
+    # 2 x 2 under FSDP (sharded gradients, DTensors), 4 x 1 under DDP: both strategies rescale the gradients
+    run_torchrun(2, *base, "train.grad_accum=2", "strategy=fsdp", f"run_dir={tmp_path / '2x2'}", timeout=600)
     run_torchrun(4, *base, "train.grad_accum=1", f"run_dir={tmp_path / '4x1'}", timeout=600)
     ref = train_losses(tmp_path / "1x4")
     assert sorted(ref) == [1, 2, 3, 4] and ref[4] < ref[1]

@@ -20,6 +20,7 @@ _EXPORTS = {
     "EpochOrder": "order", "epoch_order": "order",
     "ShardIndex": "index", "read_index": "index", "verify_shards": "index",
     "TokenShards": "tokens", "TokenWindows": "tokens",
+    "ShardedStream": "streaming", "TokenShardStream": "streaming", "JsonlStream": "streaming",
 }
 
 __all__ = sorted(_EXPORTS)

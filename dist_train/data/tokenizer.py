@@ -12,7 +12,7 @@ Three kinds, named in index.json's `tokenizer`:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 

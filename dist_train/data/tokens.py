@@ -10,12 +10,15 @@ windows, the last max(1, int(W * val_fraction)) are "validation", the others "tr
 
 A batch is one vectorised gather (numpy fancy indexing of the mapped shards for all its windows at once), not
 `batch_size` Python calls. Pages a process reads stay mapped into it, so its resident set would grow towards the
-corpus size; every `remap_bytes` of reads the maps are dropped and reopened lazily: RSS stays flat (the pages stay
-in the OS page cache, which the kernel manages), measured in docs/data.md.
+corpus size (a read fault maps far more than the window: readahead and large page-cache folios made it ~400 KB
+per 2 KB window on the Linux 6.18 machine of docs/data.md). So the reader watches its file-backed resident memory
+(/proc/self/statm, at every batch) and drops its maps when they have grown by `remap_bytes`; they reopen lazily.
+RSS stays flat; the pages stay in the OS page cache, which the kernel manages.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +30,18 @@ from dist_train.errors import UsageError
 
 SPLITS = ("train", "validation")
 REMAP_BYTES = 256 << 20
-PAGE = 4096
-FAULT_AROUND = 16 * PAGE  # Linux maps up to 16 neighbouring cached pages on a read fault
+# Window bytes read between two looks at the resident set: a read fault can map ~200x the bytes asked for, so
+# look at every batch of any size (a look is one small read of /proc/self/statm, ~10 us).
+CHECK_BYTES = 16 << 10
+
+
+def file_resident_bytes() -> int | None:
+    """File-backed (plus shared) resident memory of this process, or None where /proc is not there."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[2]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, IndexError, ValueError, AttributeError):
+        return None
 
 
 class TokenShards:
@@ -45,7 +58,9 @@ class TokenShards:
         self.starts = np.cumsum([0] + [s.tokens for s in self.index.shards], dtype=np.int64)
         self.dtype = np.dtype(self.index.dtype).newbyteorder("<")
         self._maps: dict[int, np.memmap] = {}
-        self._touched = 0
+        self._check_every = max(1, min(CHECK_BYTES, remap_bytes // 8))
+        self._since_check, self._since_remap, self._baseline = self._check_every, 0, None
+        self.remaps = 0  # how often the maps were dropped (in this process)
 
     @property
     def vocab_size(self) -> int:
@@ -66,7 +81,7 @@ class TokenShards:
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_maps"], state["_touched"] = {}, 0  # each process maps the files itself
+        state["_maps"], state["_baseline"] = {}, None  # each process maps the files itself
         return state
 
     def _map(self, shard: int) -> np.memmap:
@@ -81,9 +96,8 @@ class TokenShards:
         """Tokens [s, s + length) of the stream for each s in `starts`, as an array [len(starts), length]."""
         starts = np.asarray(starts, dtype=np.int64)
         positions = starts[:, None] + np.arange(length, dtype=np.int64)
-        if self.remap_bytes and self._touched > self.remap_bytes:
-            self._maps, self._touched = {}, 0  # unmap: the pages leave this process, not the page cache
-        self._touched += len(starts) * (length * self.dtype.itemsize + FAULT_AROUND)
+        if self.remap_bytes:
+            self._bound_resident(len(starts) * length * self.dtype.itemsize)
         if len(self.starts) == 2:
             return self._map(0)[positions]
         out = np.empty(positions.shape, dtype=self.dtype)
@@ -100,9 +114,28 @@ class TokenShards:
                 out[row, where] = self._map(s)[positions[row, where] - self.starts[s]]
         return out
 
+    def _bound_resident(self, nbytes: int) -> None:
+        self._since_check += nbytes
+        self._since_remap += nbytes
+        if self._since_check < self._check_every:
+            return
+        self._since_check = 0
+        resident = file_resident_bytes()
+        if resident is None:
+            grown = self._since_remap  # no /proc: the window bytes read since the last remap, a lower bound
+        else:
+            self._baseline = resident if self._baseline is None else self._baseline
+            grown = resident - self._baseline
+        if grown > self.remap_bytes:
+            self._maps, self._since_remap = {}, 0  # unmap: the pages leave this process, not the page cache
+            self._baseline = file_resident_bytes()
+            self.remaps += 1
+
     def read(self, start: int, length: int) -> np.ndarray:
         """Tokens [start, start + length) of the stream, by slicing (no index arrays): for long contiguous reads."""
         stop, parts = min(start + length, len(self)), []
+        if self.remap_bytes:
+            self._bound_resident(max(stop - start, 0) * self.dtype.itemsize)
         for s in range(int(np.searchsorted(self.starts, start, side="right") - 1), len(self.index.shards)):
             if self.starts[s] >= stop:
                 break
@@ -136,9 +169,9 @@ class TokenWindows(BatchDataset):
         windows = (len(self.shards) - 1) // seq_len
         n_val = max(1, int(windows * val_fraction))
         if windows - n_val < 1:
-            raise UsageError(f"{self.shards.key}: {self.shards.index.folder} holds {len(self.shards):,} tokens, too few "
-                             f"for windows of {seq_len} + 1 tokens with val_fraction {val_fraction}; prepare more text "
-                             "or use a shorter sequence")
+            raise UsageError(f"{self.shards.key}: {self.shards.index.folder} holds {len(self.shards):,} tokens, "
+                             f"too few for windows of {seq_len} + 1 tokens with val_fraction {val_fraction}; prepare "
+                             "more text or use a shorter sequence")
         self.first, self.count = (0, windows - n_val) if split == "train" else (windows - n_val, n_val)
 
     @property

@@ -78,7 +78,8 @@ def test_unparsable_index(folder):
 
 def test_index_that_does_not_match_its_shards(folder):
     shutil.copyfile(folder / "shard_00000.bin", folder / "shard_00099.bin")
-    assert "shard_00099.bin is not in index.json (it lists 4 shards): the index does not match" in one_line_error(folder)
+    line = one_line_error(folder)
+    assert "shard_00099.bin is not in index.json (it lists 4 shards): the index does not match" in line
     (folder / "shard_00099.bin").unlink()
     size = (folder / "shard_00003.bin").stat().st_size  # 3468 bytes: the last 1734 tokens
     edit_index(folder, lambda raw: (raw.pop("total_tokens"), raw["shards"][3].update(tokens=1000)))

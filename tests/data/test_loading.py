@@ -37,7 +37,7 @@ def test_a_step_takes_the_documented_positions_of_the_order():
         steps = list(rank_steps(1000, 3, layout, epoch=0, start_step=2, chunk=40))
         assert [s for s, _ in steps] == list(range(2, 1000 // layout.global_batch))
         for s, micro in steps:
-            assert all(torch.equal(a, b) for a, b in zip(micro, micro_batch_indices(order, s, layout)))
+            assert all(torch.equal(a, b) for a, b in zip(micro, micro_batch_indices(order, s, layout), strict=True))
 
 
 def test_train_batches_resume_position_is_arithmetic_and_matches_full_iteration():
@@ -50,7 +50,7 @@ def test_train_batches_resume_position_is_arithmetic_and_matches_full_iteration(
     for expected in seq[7:]:
         got = next(resumed)
         assert got[:2] == expected[:2]
-        assert all(torch.equal(g[1], x[1]) for g, x in zip(got[2], expected[2]))
+        assert all(torch.equal(g[1], x[1]) for g, x in zip(got[2], expected[2], strict=True))
 
 
 class NoisySamples(torch.utils.data.Dataset):
@@ -71,7 +71,7 @@ def test_worker_loader_yields_same_batches_as_in_process_across_epochs():
     for _ in range(6):  # one persistent loader crosses three epoch boundaries
         (e1, s1, b1), (e2, s2, b2) = next(direct), next(workers)
         assert (e1, s1) == (e2, s2)
-        assert all(torch.equal(x[1], y[1]) for x, y in zip(b1, b2))
+        assert all(torch.equal(x[1], y[1]) for x, y in zip(b1, b2, strict=True))
 
 
 def test_randomness_in_workers_is_seeded_per_micro_batch_whatever_the_layout():
@@ -84,7 +84,7 @@ def test_randomness_in_workers_is_seeded_per_micro_batch_whatever_the_layout():
             for _ in range(2 - start_step):
                 _, step, micro = next(it)
                 for index, noise in micro:
-                    out.update({(step, int(i)): float(v) for i, v in zip(index, noise)})
+                    out.update({(step, int(i)): float(v) for i, v in zip(index, noise, strict=True)})
         return out
 
     reference = draws(1, 2, workers=1)
