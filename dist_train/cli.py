@@ -68,13 +68,26 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     p.add_argument("--dry-run", action="store_true", help="print the script instead of writing and submitting it")
     p.set_defaults(handler="dist_train.commands.sbatch:main")
 
-    p = sub.add_parser("data", help="get a real dataset where the recipes look for it")
+    p = sub.add_parser("data", help="get a real dataset; tokenize text into shards (prepare, verify)")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     f = data_sub.add_parser("fetch", help="fetch a dataset (fashion-mnist, jargon, cifar10)")
     f.add_argument("name", help="dataset name: fashion-mnist, jargon (text for char_lm), cifar10 (needs --download)")
     f.add_argument("--root", default="data", help="data root the recipe reads (data.root), default: data")
     f.add_argument("--download", action="store_true", help="download with torchvision (needs internet)")
     f.set_defaults(handler="dist_train.commands.data:main")
+    f = data_sub.add_parser("prepare", help="tokenize UTF-8 text files into token shards + index.json")
+    f.add_argument("inputs", nargs="+", metavar="INPUT", help="UTF-8 text files, or folders of them (recursive)")
+    f.add_argument("--out", required=True, metavar="DIR", help="new folder for the shards (data.path of a recipe)")
+    f.add_argument("--tokenizer", default="byte", metavar="SPEC",
+                   help="byte (default) | bpe:VOCAB (train a byte-level BPE on the input) | path/to/tokenizer.json")
+    f.add_argument("--workers", type=int, default=1, help="tokenizing processes (default 1)")
+    f.add_argument("--shard-tokens", type=int, default=100_000_000, help="tokens per shard file (default 1e8)")
+    f.add_argument("--bpe-train-mb", type=float, default=1024.0,
+                   help="MB of text sampled across the input to train bpe:VOCAB on (default 1024)")
+    f.set_defaults(handler="dist_train.commands.data:prepare")
+    f = data_sub.add_parser("verify", help="check a prepared folder's shards against its index.json")
+    f.add_argument("folder", metavar="DIR")
+    f.set_defaults(handler="dist_train.commands.data:verify")
 
     p = sub.add_parser("plot", help="PNG of loss, lr and eval metrics vs step for one or more runs")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run_dir of a run; several are overlaid")
@@ -90,6 +103,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     p.add_argument("--out", help="output file (default: RUN_DIR/export/step_<N>.<ext>)")
     p.add_argument("--recipe", help="the recipe to rebuild the model with (default: the bundled recipe the checkpoint "
                                     "names; a recipe in a file must be given here)")
+    p.add_argument("--weights", choices=["auto", "model", "ema"], default="auto",
+                   help="auto: the EMA weights when the checkpoint has them (what training evaluated), else the model")
     p.set_defaults(handler="dist_train.commands.export:main")
 
     p = sub.add_parser("sweep", help="run a hyper-parameter sweep and rank the trials by an eval metric")

@@ -43,7 +43,8 @@ class Recipe:
         raise NotImplementedError
 
     def build_datasets(self) -> tuple[Any, Any | None]:
-        """(train_dataset, eval_dataset or None). Map-style datasets; a batch is a tuple (or a dict) of tensors."""
+        """(train_dataset, eval_dataset or None). Map-style datasets, or for training a streaming source
+        (dist_train.data.ShardedStream); a batch is a tuple (or a dict) of tensors."""
         raise NotImplementedError
 
     # ---- the batch contract: how the loop, eval, metrics and export read a batch. Defaults: a tuple/list batch is
@@ -74,7 +75,11 @@ class Recipe:
         x = self.inputs(batch)
         return model(**x) if isinstance(x, dict) else model(x)
 
-    def loss(self, outputs, batch) -> torch.Tensor:
+    def loss(self, outputs, batch) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | int]:
+        """The batch's mean loss (a scalar tensor), or a token-weighted `(sum, count)` pair: the summed loss and how
+        many items it sums (non-padding tokens); the step then divides by the count of the whole global batch
+        (dist_train.token_weighted), so variable-length batches train the same on any split into ranks and
+        accumulation steps."""
         raise NotImplementedError
 
     def metrics(self) -> dict[str, Metric]:
@@ -96,6 +101,15 @@ class Recipe:
         parameters exist only while it runs. Default: each top-level child that has parameters. A transformer
         recipe returns its blocks, e.g. `list(model.layers)`."""
         return [child for child in model.children() if any(True for _ in child.parameters())]
+
+    def tp_plan(self, model: nn.Module) -> dict:
+        """Tensor parallelism (`parallel.tensor`): {submodule name: torch.distributed.tensor.parallel style}, as
+        `parallelize_module` takes it. A recipe without one cannot run with parallel.tensor > 1."""
+        raise NotImplementedError
+
+    def check_parallel(self, tensor: int) -> None:
+        """Refuse (UsageError), from the config alone, a tensor-parallel degree the model cannot be split by
+        (e.g. one not dividing the heads); called before any process group work."""
 
     def callbacks(self) -> list[Callback]:
         """Callbacks this recipe always wants (dist_train.callbacks.Callback instances), run before the config's."""

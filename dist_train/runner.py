@@ -25,12 +25,15 @@ from dist_train.callbacks import CallbackList
 from dist_train.checkpoint import Checkpointer, Manifest, model_signature
 from dist_train.checkpoint.resume import batch_layout, data_position
 from dist_train.config import Config, resolved_dict, to_yaml, warnings_for
-from dist_train.data import seed_everything, steps_per_epoch, to_device, train_batches
+from dist_train.data import seed_everything, to_device
+from dist_train.data.loading import build_train_loader
 from dist_train.errors import RunError, UsageError
 from dist_train.evaluation import evaluate
+from dist_train.parallel_dims import check_parallel
 from dist_train.preemption import Preemption
 from dist_train.recipe import Recipe, resolve_recipe
 from dist_train.strategies import build_strategy
+from dist_train.token_weighted import StepLoss
 from dist_train.tracking import NoTracker, Trackers
 from dist_train.tracking.run_record import RunRecord
 from dist_train.tracking.sinks import open_trackers
@@ -56,6 +59,7 @@ def run(config: Config) -> RunResult:
     started = time.perf_counter()
     env = cluster.detect()
     device = pick_device(config.train.device, env)
+    check_parallel(config, env.world_size)  # a bad mesh shape fails here, before any process group work
     trainer = lock = None
     if config.watchdog.timeout_s is not None:
         enable_flight_recorder()  # before the process group exists: the watchdog's record of collectives
@@ -123,19 +127,25 @@ class Trainer:
         self.stop_reason = ""  # set by request_stop: the loop saves and ends after the current step
         self.checkpointer = Checkpointer(config.checkpoint, self.run_dir / "checkpoints", env)
         resume = self.checkpointer.find_resume()
-        self.layout = batch_layout(train.batch_size, train.grad_accum, env, resume)
+        # Over the data-parallel ranks: the ranks of one tensor-parallel group read the same batch.
+        self.layout = batch_layout(config, env, resume)
 
         # Same seed on every rank while building: the model starts identical everywhere (FSDP does not broadcast it)
         # and identical across world sizes, so runs on 1 and N processes are comparable step for step.
         seed_everything(config.seed)
         self.recipe: Recipe = resolve_recipe(config.recipe)(config)
         self.train_data, self.eval_data = recipe_checks.build_datasets(self.recipe)
-        self.steps_per_epoch = steps_per_epoch(len(self.train_data), self.layout.global_batch)
+        # Map-style data resumes by arithmetic from state.epoch/samples_in_epoch; a streaming source
+        # (steps_per_epoch None) from the loader's own state, which it registers with self.state.
+        self.loader = build_train_loader(self.train_data, self.layout, config.seed, config.data, device)
+        self.loader.register(self.state)
+        self.steps_per_epoch = self.loader.steps_per_epoch
         if self.steps_per_epoch == 0:
             layout = self.layout
             raise UsageError(
-                f"train.batch_size: global batch {layout.batch_size} x grad_accum {layout.grad_accum} x world size "
-                f"{env.world_size} = {layout.global_batch} exceeds the {len(self.train_data)} training samples; "
+                f"train.batch_size: global batch {layout.batch_size} x grad_accum {layout.grad_accum} x data-parallel "
+                f"ranks {layout.world_size} = {layout.global_batch} exceeds the {len(self.train_data)} training "
+                "samples; "
                 "lower train.batch_size or grad_accum, or use fewer processes"
             )
         model = recipe_checks.build_model(self.recipe)
@@ -195,8 +205,8 @@ class Trainer:
         accum = layout.grad_accum
         distributed.print0(
             f"recipe {cfg.recipe} | strategy {strategy.describe()} | world size {self.env.world_size} | "
-            f"device {self.device.type} | global batch {layout.batch_size} x {accum} x {self.env.world_size} = "
-            f"{layout.global_batch} | {self.steps_per_epoch} steps/epoch | "
+            f"device {self.device.type} | global batch {layout.batch_size} x {accum} x {layout.world_size} = "
+            f"{layout.global_batch} | {self.steps_per_epoch or 'streaming, ?'} steps/epoch | "
             f"{strategy.num_parameters():,} parameters"
         )
         if self.env.is_main:  # after every check: a run that fails to start shows its error line alone
@@ -211,17 +221,16 @@ class Trainer:
             # One eval forward on two samples now, so that a recipe whose eval breaks fails in seconds, not after
             # train.eval_every steps (dist_train.recipe_checks).
             recipe_checks.check_eval(recipe, strategy.model, self.eval_data, recipe.metrics(), strategy.autocast)
-        epoch, step_in_epoch = data_position((state.epoch, state.samples_in_epoch), layout.global_batch,
-                                             self.steps_per_epoch)
-        batches = train_batches(
-            self.train_data, layout, cfg.seed, start_epoch=epoch, start_step_in_epoch=step_in_epoch,
-            num_workers=cfg.data.num_workers,
-        )
+        if self.steps_per_epoch is not None:
+            self.loader.seek(*data_position((state.epoch, state.samples_in_epoch), layout.global_batch,
+                                            self.steps_per_epoch))
+        batches = self.loader.batches()
         every = cfg.checkpoint.every
         callbacks = self.callbacks
         strategy.model.train()
         peak = peak_flops(self.device, cfg.tracking.peak_tflops)
-        meter = Throughput(layout.global_batch, self.env.world_size, self.device, recipe, peak)
+        meter = Throughput(layout.global_batch, self.env.world_size, self.device, recipe, peak,
+                           readers_per_batch=self.env.world_size // layout.world_size)
         self.trackers.begin(state.step)
         callbacks.on_fit_start(self)
         first_step, last_step = state.step + 1, train.max_steps
@@ -234,7 +243,7 @@ class Trainer:
             wait_start = time.perf_counter()
             epoch, step_in_epoch, micro_batches = next(batches)
             meter.data_wait_s += time.perf_counter() - wait_start
-            step_loss = torch.zeros((), device=self.device)
+            losses = StepLoss(accum, self.device, self.l1_penalty if train.l1 else None)
             for i, batch in enumerate(micro_batches):
                 callbacks.on_micro_batch_start(self, step, i)
                 meter.add_tokens(batch)
@@ -245,11 +254,11 @@ class Trainer:
                             loss = recipe_checks.checked_loss(recipe, strategy.model, batch, layout.batch_size)
                         else:
                             loss = recipe.loss(recipe.forward(strategy.model, batch), batch)
-                    # Each micro-batch is 1/accum of this rank's share: summing loss/accum gradients gives the
-                    # gradient of the mean over the rank's samples; the strategy then averages over ranks.
-                    # The L1 term rides along in every micro-batch, so it too adds up to once per step.
-                    strategy.backward((loss + self.l1_penalty() if train.l1 else loss) / accum)
-                step_loss += loss.detach().float()
+                    # A mean loss backpropagates loss/accum (summed over micro-steps: the gradient of the mean over
+                    # the rank's samples; the strategy then averages over ranks); a (sum, count) loss its sum,
+                    # divided by the global count in losses.finish (dist_train.token_weighted).
+                    strategy.backward(losses.add(loss))
+            step_loss = losses.finish(strategy, self.env.world_size)
             grad_norm = None
             if train.on_nan == "skip":
                 # The one per-step host sync of this policy: every rank must take the same branch before the
@@ -273,7 +282,7 @@ class Trainer:
             if step % train.log_every == 0 or step == train.max_steps:
                 self.raise_if_diverged()
                 # Host syncs (.item() waits for the device) happen only on log steps, here and just above.
-                loss_value = distributed.mean_across_ranks(step_loss / accum).item()
+                loss_value = distributed.mean_across_ranks(step_loss).item()
                 metrics = {"loss": loss_value, "lr": strategy.lr, "epoch": epoch, **meter.collect()}
                 if grad_norm is not None:
                     metrics["grad_norm"] = float(grad_norm)
@@ -352,6 +361,7 @@ class Trainer:
         checkpoint.async, once the state is copied and the write goes on in the background."""
         self.raise_if_diverged()  # never a checkpoint of a diverged state
         layout = self.layout
+        self.loader.gather_state()  # a streaming loader collects every rank's position (a collective)
         manifest = Manifest(
             step=step, recipe=self.config.recipe, model=self.model_signature, world_size=self.env.world_size,
             batch_size=layout.batch_size, grad_accum=layout.grad_accum, global_batch=layout.global_batch,
@@ -411,7 +421,7 @@ class Trainer:
     def evaluate(self, step: int) -> dict[str, float]:
         self.callbacks.on_eval_start(self, step)  # e.g. the EMA callback swaps its weights in
         values = evaluate(self.strategy.model, self.recipe, self.eval_data, self.config.eval_batch_size,
-                          self.env.rank, self.env.world_size, self.device, self.strategy.autocast)
+                          self.layout.rank, self.layout.world_size, self.device, self.strategy.autocast)
         self.strategy.model.train()
         self.callbacks.on_eval_end(self, step, values)
         return values

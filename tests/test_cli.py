@@ -52,7 +52,7 @@ def test_fp16_on_cpu(tmp_path):
 def test_global_batch_larger_than_dataset(tmp_path):
     line = usage_error("train", RECIPES / "mlp_regression.yaml", "dataset.n_train=100", "train.batch_size=64",
                        "train.grad_accum=2", f"run_dir={tmp_path}")
-    assert "global batch 64 x grad_accum 2 x world size 1 = 128 exceeds the 100 training samples" in line
+    assert "global batch 64 x grad_accum 2 x data-parallel ranks 1 = 128 exceeds the 100 training samples" in line
 
 
 def test_world_size_larger_than_dataset_under_torchrun(tmp_path):
@@ -61,7 +61,7 @@ def test_world_size_larger_than_dataset_under_torchrun(tmp_path):
     result = run_torchrun(2, "train", RECIPES / "mlp_regression.yaml", "dataset.n_train=1", "train.batch_size=1",
                           f"run_dir={tmp_path}", check=False)
     assert result.returncode != 0
-    assert "world size 2 = 2 exceeds the 1 training samples" in result.stderr
+    assert "data-parallel ranks 2 = 2 exceeds the 1 training samples" in result.stderr
 
 
 def test_data_fetch_unknown_name():

@@ -1,4 +1,5 @@
-"""`dist-train export CHECKPOINT --format torchscript|onnx|state_dict [--out FILE]`: one consolidated model file.
+"""`dist-train export CHECKPOINT --format torchscript|onnx|state_dict [--out FILE] [--weights auto|model|ema]`: one
+consolidated model file (`auto`: the EMA of the weights when the run kept one, as its evaluation used).
 
 Works in one process on a checkpoint written by any strategy and world size: the model is rebuilt from the config
 saved in the checkpoint's manifest (a recipe outside the bundled ones must be named with --recipe: a checkpoint
@@ -33,14 +34,15 @@ def main(args) -> int:
     import torch
 
     from dist_train import recipe_checks
-    from dist_train.checkpoint.rebuild import config_from_checkpoint
+    from dist_train.checkpoint.rebuild import chosen_weights, config_from_checkpoint
     from dist_train.recipe import resolve_recipe
     from dist_train.strategies import strategy_class
 
     config = config_from_checkpoint(manifest, [], args.recipe, "export")
     recipe = resolve_recipe(config.recipe)(config)
     model = recipe_checks.build_model(recipe)
-    strategy_class(manifest.strategy).load_consolidated(directory, model)
+    weights = chosen_weights(strategy_class(manifest.strategy), directory, args.weights, "export")
+    strategy_class(manifest.strategy).load_consolidated(directory, model, weights)
     model.eval()
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -52,7 +54,7 @@ def main(args) -> int:
             export_onnx(model, example_input(recipe), out)
     except OSError as e:
         raise UsageError(f"export: cannot write '{out}': {e.strerror}") from None
-    print(f"exported step {manifest.step} ({manifest.recipe}) as {args.format}: {out}")
+    print(f"exported step {manifest.step} ({manifest.recipe}, {weights} weights) as {args.format}: {out}")
     return 0
 
 

@@ -58,6 +58,21 @@ class TrainConfig:
     l1: float = non_negative(0.0)  # L1 penalty weight: loss + l1 * sum|w| over trainable parameters
     ema: Optional[float] = field(default=None, metadata={"gt": 0, "lt": 1})  # decay of an EMA of weights; eval uses it
     early_stopping: Optional[EarlyStoppingConfig] = None
+    # Recompute activations in backward instead of storing them, per unit (Recipe.fsdp_units), under every strategy:
+    # 0 off, 1 every unit (full), k every k-th unit.
+    activation_checkpointing: int = non_negative(0)
+    # BatchNorm statistics over the global batch (all data-parallel ranks) instead of each rank's micro-batch.
+    sync_batchnorm: bool = False
+
+
+@dataclass
+class ParamGroupConfig:
+    """Parameters whose name (as in the recipe's model, e.g. `layers.0.attn.wq.weight`) matches `match`
+    (re.search; first matching group wins) train with lr x lr_scale and their own weight_decay."""
+
+    match: str = ""
+    lr_scale: float = non_negative(1.0)
+    weight_decay: Optional[float] = non_negative(None)  # null: the optimizer's, or 0 under no_decay
 
 
 @dataclass
@@ -68,6 +83,9 @@ class OptimizerConfig:
     momentum: float = non_negative(0.0)  # sgd and rmsprop
     # adam and adamw: (beta1, beta2), each in [0, 1) as torch requires
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999], metadata={"len": 2, "ge": 0, "lt": 1})
+    # Kinds of parameters that get weight_decay 0 (the usual transformer practice); [] decays everything.
+    no_decay: list[Literal["bias", "norm", "embedding"]] = field(default_factory=lambda: ["bias", "norm", "embedding"])
+    param_groups: list[ParamGroupConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -80,9 +98,14 @@ class SchedulerConfig:
 @dataclass
 class DataConfig:
     root: Optional[str] = path(None)  # folder the recipe's dataset lives in (recipe default when null)
-    path: Optional[str] = path(None)  # a single data file, for recipes that read one (e.g. a text file)
-    # Loader processes per rank; the bound keeps a typo (1e6) from forking until the machine falls over.
+    path: Optional[str] = path(None)  # a data file or folder, e.g. a text file or token shards from `data prepare`
+    # DataLoader worker processes per rank (0: load in the training process); the bound keeps a typo (1e6) from
+    # forking until the machine falls over.
     num_workers: int = non_negative(0, le=1024)
+    prefetch_factor: int = positive(2, le=1024)  # batches each worker loads ahead (num_workers > 0)
+    # Token shards at start-up: `size` checks they exist with the sizes index.json says; `full` also checks
+    # every checksum (reads the whole corpus once; `dist-train data verify DIR` does the same offline).
+    verify: Literal["size", "full"] = "size"
 
 
 @dataclass
@@ -119,7 +142,16 @@ class CheckpointConfig:
 
 @dataclass
 class FSDPConfig:
-    activation_checkpointing: bool = False  # recompute each unit's activations in backward instead of storing them
+    # HSDP: this many replica groups, each sharding the model over world size / (replicate x parallel.tensor)
+    # ranks; 1: plain FSDP over every data-parallel rank. One group per node keeps FSDP's all-gathers in the node.
+    replicate: int = positive(1)
+
+
+@dataclass
+class ParallelConfig:
+    # Tensor-parallel degree (strategy fsdp, a recipe with a tp_plan): each block split over this many ranks,
+    # FSDP2 over the other mesh dimension; the ranks of one tensor-parallel group read the same batch.
+    tensor: int = positive(1)
 
 
 @dataclass
@@ -176,6 +208,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     fsdp: FSDPConfig = field(default_factory=FSDPConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     run_dir_lock: RunDirLockConfig = field(default_factory=RunDirLockConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)

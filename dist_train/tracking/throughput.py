@@ -50,8 +50,11 @@ def peak_memory_bytes(device: torch.device) -> int:
 
 
 class Throughput:
-    def __init__(self, global_batch: int, world_size: int, device: torch.device, recipe, peak: float | None):
+    def __init__(self, global_batch: int, world_size: int, device: torch.device, recipe, peak: float | None,
+                 readers_per_batch: int = 1):
         self.global_batch, self.world_size, self.device = global_batch, world_size, device
+        # Ranks that read the same micro-batch (a tensor-parallel group): their tokens are counted once.
+        self.readers_per_batch = readers_per_batch
         self.recipe = recipe
         self.count_tokens = True  # until the recipe says it has no tokens (tokens_in returns None)
         flops = recipe.flops_per_sample()
@@ -89,7 +92,7 @@ class Throughput:
         }
         if self.count_tokens:
             tokens = torch.tensor([float(self.tokens)], dtype=torch.float64, device=self.device)
-            figures["tokens_per_s"] = distributed.all_reduce_(tokens).item() / elapsed
+            figures["tokens_per_s"] = distributed.all_reduce_(tokens).item() / self.readers_per_batch / elapsed
         if self.flops_ratio is not None:
             figures["mfu"] = self.flops_ratio * samples_per_s
         return figures
