@@ -59,6 +59,7 @@ def shutdown(release: Callable[[], None] | None = None) -> None:
 
 
 def env() -> DistEnv:
+    """This process's place in the job (rank, world size, restart count), for recipes and callbacks."""
     return _env
 
 
@@ -69,10 +70,6 @@ def store():
 
 def is_main() -> bool:
     return _env.is_main
-
-
-def world_size() -> int:
-    return _env.world_size
 
 
 def print0(*args, **kwargs) -> None:
@@ -115,7 +112,3 @@ def any_across_ranks(flag: bool, device: torch.device) -> bool:
 def barrier() -> None:
     if dist.is_initialized() and _env.world_size > 1:
         dist.barrier()
-
-
-def stderr_is_terminal() -> bool:
-    return sys.stderr.isatty()

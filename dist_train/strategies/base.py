@@ -139,7 +139,7 @@ class Strategy(ABC):
         raise NotImplementedError
 
     @classmethod
-    def has_ema(cls, directory: Path) -> bool:
+    def has_ema(cls, location) -> bool:
         """Whether the checkpoint holds an EMA of the weights (train.ema was on)."""
         return False
 

@@ -69,6 +69,8 @@ def walk(cls, prefix: str, recipe: str):
         path = f"{prefix}.{f.metadata.get('key', f.name)}" if prefix else f.metadata.get("key", f.name)
         tp = hints[f.name]
         yield Key(path, tp, dict(f.metadata), recipe)
+        if typing.get_origin(tp) is list:
+            continue  # a list of sections (optimizer.param_groups) is one key: its items have no dotted path
         for inner in typing.get_args(tp) or (tp,):
             if dataclasses.is_dataclass(inner):
                 yield from walk(inner, path, recipe)

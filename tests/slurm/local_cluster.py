@@ -1,7 +1,6 @@
 """A real SLURM cluster on this machine for the tests: munged + slurmctld + two slurmd ("nodes" n1 and n2 on
 127.0.0.1, different ports), all from Debian's slurm-wlm, with every path (state, spool, logs, pids, munge socket and
 key) inside one temp directory, so nothing outside it is touched except /etc/hosts entries for n1/n2 when missing.
-Measured facts and the config this follows: ../shared/reference/slurm-local-cluster.md.
 """
 
 from __future__ import annotations

@@ -39,8 +39,15 @@ def max_difference(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
 
 
 def checkpoint_roundtrip(config_path: str, overrides: list[str], trainer: Trainer, run_dir: Path, env, device):
+    from dist_train.checkpoint.hashing import SaveTarget
+    from dist_train.checkpoint.storage import open_storage
+
     directory = run_dir / "checkpoint"
-    trainer.strategy.save_checkpoint(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = SaveTarget(open_storage(directory), directory)  # what the checkpointer hands a strategy
+    trainer.strategy.save_checkpoint(target)
+    if target.writer is None:
+        target.write_pending()
     saved = full_parameters(trainer)
     other = Trainer(load(config_path, [*overrides, f"run_dir={run_dir}/other", "seed=7"]), env, device)
     try:

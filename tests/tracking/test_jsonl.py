@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from dist_train.checkpoint.manifest import verify
+from dist_train.checkpoint.integrity import verify
 from support import RECIPES, run_cli
 
 PAGE = 4096
