@@ -70,10 +70,13 @@ class Manifest:
         _count("step", raw["step"], 0)
         for key in ("world_size", "batch_size", "grad_accum", "global_batch"):
             _count(key, raw[key], 1)
-        if raw["global_batch"] != raw["batch_size"] * raw["grad_accum"] * raw["world_size"]:
+        # The data-parallel ranks are the world size, or a divisor of it when tensor parallelism groups ranks.
+        per_rank = raw["batch_size"] * raw["grad_accum"]
+        data_ranks, rest = divmod(raw["global_batch"], per_rank)
+        if rest or not data_ranks or raw["world_size"] % data_ranks:
             raise InvalidCheckpoint(
-                f"{MANIFEST}: global_batch {raw['global_batch']} is not batch_size x grad_accum x world_size "
-                f"({raw['batch_size']} x {raw['grad_accum']} x {raw['world_size']})")
+                f"{MANIFEST}: global_batch {raw['global_batch']} is not batch_size x grad_accum ({raw['batch_size']} "
+                f"x {raw['grad_accum']}) x a divisor of world_size {raw['world_size']} (the data-parallel ranks)")
         if not isinstance(raw["recipe"], str) or not raw["recipe"]:
             _bad("recipe", raw["recipe"], "a recipe name or path/to/file.py:ClassName")
         if raw["strategy"] not in STRATEGY_NAMES:

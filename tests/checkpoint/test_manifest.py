@@ -30,8 +30,10 @@ def test_a_manifest_dist_train_wrote_reads_back(good):
     ({"model": {"w": [2, "x"]}}, "checkpoint.json: model['w'] is [2, 'x'], expected a list of non-negative "
                                  "integers (a tensor shape)"),
     ({"global_batch": 0}, "checkpoint.json: global_batch is 0, expected an integer >= 1"),
-    ({"global_batch": 32}, "checkpoint.json: global_batch 32 is not batch_size x grad_accum x world_size "
-                           "(64 x 1 x 1)"),
+    ({"global_batch": 32}, "checkpoint.json: global_batch 32 is not batch_size x grad_accum (64 x 1) x a divisor "
+                           "of world_size 1 (the data-parallel ranks)"),
+    ({"global_batch": 128}, "checkpoint.json: global_batch 128 is not batch_size x grad_accum (64 x 1) x a divisor "
+                            "of world_size 1 (the data-parallel ranks)"),
     ({"world_size": True}, "checkpoint.json: world_size is True, expected an integer >= 1"),
     ({"step": "10\nresumed from elsewhere"}, "checkpoint.json: step is '10\\nresumed from elsewhere', expected an "
                                              "integer >= 0"),
