@@ -37,7 +37,8 @@ class BatchAugment:
             name = kwargs.pop("name", None)
             cls = getattr(v2, name, None) if isinstance(name, str) else None
             if not (isinstance(cls, type) and issubclass(cls, v2.Transform)):
-                names = [n for n in dir(v2) if isinstance(getattr(v2, n), type) and issubclass(getattr(v2, n), v2.Transform)]
+                names = [n for n in dir(v2)
+                         if isinstance(getattr(v2, n), type) and issubclass(getattr(v2, n), v2.Transform)]
                 raise UsageError(f"{where}.name: {name!r} is not a torchvision.transforms.v2 transform"
                                  f"{closest(name, names)}; e.g. RandomHorizontalFlip, RandomRotation, RandomAffine")
             try:

@@ -32,7 +32,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     p.add_argument("checkpoint", help="a checkpoint folder, e.g. runs/x/checkpoints/step_1000")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="overrides of the checkpoint's config, e.g. data.root=... train.eval_batch_size=256")
-    p.add_argument("--split", choices=["eval", "train"], default="eval", help="which dataset of the recipe (default eval)")
+    p.add_argument("--split", choices=["eval", "train"], default="eval",
+                   help="which dataset of the recipe (default eval)")
     p.add_argument("--weights", choices=["auto", "model", "ema"], default="auto",
                    help="auto: the EMA weights when the checkpoint has them (what training evaluated), else the model")
     p.add_argument("--recipe", help="the recipe to rebuild the model with (default: the bundled recipe the checkpoint "

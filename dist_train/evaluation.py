@@ -8,7 +8,8 @@ anything is divided (dist_train.metrics.reduce_metrics), so the figures do not d
 
 from __future__ import annotations
 
-from typing import Callable, ContextManager
+from collections.abc import Callable
+from contextlib import AbstractContextManager as ContextManager
 
 import torch
 

@@ -73,7 +73,7 @@ def build_datasets(recipe) -> tuple[Any, Any]:
                          "return (train_dataset, eval_dataset or None)")
     from torch.utils.data import IterableDataset
 
-    for role, data in zip(("train", "eval"), datasets):
+    for role, data in zip(("train", "eval"), datasets, strict=False):
         if data is None and role == "eval":
             continue
         if role == "train" and isinstance(data, IterableDataset):
@@ -106,7 +106,8 @@ def checked_loss(recipe, model, batch, expected_batch_size: int):
     try:
         loss = recipe.loss(outputs, batch)
     except Exception as e:  # noqa: BLE001
-        raise _contract_error(recipe, "loss()", e, batch, f" on the first training batch (outputs: {describe(outputs)})") from None
+        where = f" on the first training batch (outputs: {describe(outputs)})"
+        raise _contract_error(recipe, "loss()", e, batch, where) from None
     total = loss[0] if isinstance(loss, (tuple, list)) and len(loss) == 2 else loss  # token-weighted (sum, count)
     if not (isinstance(total, torch.Tensor) and total.ndim == 0 and total.is_floating_point()):
         raise UsageError(f"recipe {name}: loss() returned {describe(loss)}; it must return a scalar floating-point "

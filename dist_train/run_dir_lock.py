@@ -52,7 +52,7 @@ class Holder:
     boot_id: str | None = None
 
     @classmethod
-    def this_process(cls) -> "Holder":
+    def this_process(cls) -> Holder:
         e = os.environ
         return cls(
             host=socket.gethostname(), pid=os.getpid(), token=uuid.uuid4().hex,
@@ -63,7 +63,7 @@ class Holder:
         )
 
     @classmethod
-    def parse(cls, data: bytes) -> "Holder | None":
+    def parse(cls, data: bytes) -> Holder | None:
         """The record of a lock file, or None when it is not one (half-written, or not ours to trust)."""
         try:
             fields = json.loads(data.decode("utf-8"))

@@ -96,7 +96,7 @@ def ranked_table(trials: list[Trial], values: dict[int, float | None], swept: li
         settings = dict(o.split("=", 1) for o in t.overrides)
         rows.append([str(rank), t.name, "-" if v is None else f"{v:.6g}", *(settings.get(k, "") for k in swept)])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() for r in [header, *rows]]
     return "\n".join(lines)
 
 

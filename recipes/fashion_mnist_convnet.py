@@ -41,7 +41,7 @@ class ConvNet(nn.Module):
     def __init__(self, cfg: ModelConfig, in_channels: int = 1, size: int = 28):
         super().__init__()
         widths = [in_channels, *cfg.channels]
-        self.blocks = nn.Sequential(*(ConvBlock(a, b) for a, b in zip(widths, widths[1:])))
+        self.blocks = nn.Sequential(*(ConvBlock(a, b) for a, b in zip(widths, widths[1:], strict=False)))
         for _ in cfg.channels:
             size //= 2
         self.dropout = nn.Dropout(cfg.dropout)

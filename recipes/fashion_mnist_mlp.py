@@ -42,4 +42,5 @@ class FashionMnistMLP(Recipe):
 
     def flops_per_sample(self):
         widths = [28 * 28, *self.config.section("model").hidden, 10]
-        return 6.0 * sum(a * b for a, b in zip(widths, widths[1:]))  # 2 per multiply-add, x3 for forward+backward
+        # 2 FLOPs per multiply-add, x3 for forward + backward
+        return 6.0 * sum(a * b for a, b in zip(widths, widths[1:], strict=False))

@@ -25,7 +25,9 @@ def test_groups_draw_independently():
 
 
 def test_unknown_transform_and_bad_arguments():
-    with pytest.raises(UsageError, match=r"augment.transforms\[0\].name: 'RandomFlip' is not a torchvision.transforms.v2"):
+    message = r"augment.transforms\[0\].name: 'RandomFlip' is not a torchvision.transforms.v2"
+    with pytest.raises(UsageError, match=message):
         BatchAugment(AugmentConfig(transforms=[{"name": "RandomFlip"}]))
     with pytest.raises(UsageError, match=r"augment.transforms\[1\]: bad arguments \{'degree': 10\} for RandomRotation"):
-        BatchAugment(AugmentConfig(transforms=[{"name": "RandomHorizontalFlip"}, {"name": "RandomRotation", "degree": 10}]))
+        transforms = [{"name": "RandomHorizontalFlip"}, {"name": "RandomRotation", "degree": 10}]
+        BatchAugment(AugmentConfig(transforms=transforms))

@@ -83,7 +83,7 @@ def test_help_is_fast_and_imports_nothing_heavy():
 def bomb_config(path) -> str:
     """480 bytes of YAML whose aliases stand for 10^8 items (the 'billion laughs' shape)."""
     lines = ["recipe: mlp_regression", 'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
-    lines += [f"{n}: &{n} [" + ", ".join([f"*{p}"] * 10) + "]" for p, n in zip("abcdefg", "bcdefgh")]
+    lines += [f"{n}: &{n} [" + ", ".join([f"*{p}"] * 10) + "]" for p, n in zip("abcdefg", "bcdefgh", strict=False)]
     path.write_text("\n".join(lines) + "\ndeepspeed: {config: {x: *h}}\n")
     return str(path)
 

@@ -77,8 +77,8 @@ def test_binary_auc_from_two_logits_uses_the_logit_margin():
 # --- references written here ---------------------------------------------------------------------------------------
 def reference_auc(scores, labels) -> float:
     """Count over all (positive, negative) pairs, ties worth one half: the definition, O(n^2)."""
-    pos = [s for s, y in zip(scores, labels) if y]
-    neg = [s for s, y in zip(scores, labels) if not y]
+    pos = [s for s, y in zip(scores, labels, strict=False) if y]
+    neg = [s for s, y in zip(scores, labels, strict=False) if not y]
     wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
     return wins / (len(pos) * len(neg))
 
@@ -91,7 +91,7 @@ def reference_ovr_auc(probs: torch.Tensor, labels: list[int]) -> float:
 def reference_macro(pred: list[int], true: list[int], k: int) -> dict[str, float]:
     ps, rs, fs = [], [], []
     for c in range(k):
-        tp = sum(p == c and t == c for p, t in zip(pred, true))
+        tp = sum(p == c and t == c for p, t in zip(pred, true, strict=False))
         npred, nact = pred.count(c), true.count(c)
         p = tp / npred if npred else 0.0
         r = tp / nact if nact else 0.0

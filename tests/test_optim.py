@@ -135,7 +135,8 @@ def test_checkpoints_keep_the_parameter_groups(tmp_path):
     first = trainer()
     try:
         first.fit()
-        expected = [{k: g[k] for k in ("name", "lr_scale", "weight_decay")} for g in first.strategy.optimizer.param_groups]
+        expected = [{k: g[k] for k in ("name", "lr_scale", "weight_decay")}
+                    for g in first.strategy.optimizer.param_groups]
     finally:
         first.release()
     assert [g["name"] for g in expected] == ["decay", "no_decay", "param_groups[0]"]

@@ -12,7 +12,6 @@ from dist_train.cluster import DistEnv
 from dist_train.config import load
 from dist_train.callbacks.early_stopping import EarlyStopping
 from dist_train.config.schema import EarlyStoppingConfig
-from dist_train.errors import UsageError
 from dist_train.runner import Trainer
 from support import RECIPES, read_metrics, run_cli, run_torchrun
 

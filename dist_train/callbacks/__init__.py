@@ -19,7 +19,8 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
+from collections.abc import Callable
 
 from dist_train.errors import UsageError, closest, key_text, one_of, shown
 
@@ -83,7 +84,8 @@ class CallbackList:
     def __init__(self, callbacks: list[Callback]):
         self.callbacks = list(callbacks)
         for hook in HOOKS:
-            bound = [getattr(cb, hook) for cb in self.callbacks if getattr(type(cb), hook) is not getattr(Callback, hook)]
+            bound = [getattr(cb, hook) for cb in self.callbacks
+                     if getattr(type(cb), hook) is not getattr(Callback, hook)]
             setattr(self, hook, _fan_out(bound))
 
     def __iter__(self):

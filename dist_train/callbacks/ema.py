@@ -37,7 +37,7 @@ def _lerp_(shadow: list, live: list, weight: float) -> None:
     from torch.distributed.tensor import DTensor
 
     for is_dtensor in (True, False):
-        pairs = [(s, t) for s, t in zip(shadow, live) if isinstance(s, DTensor) == is_dtensor]
+        pairs = [(s, t) for s, t in zip(shadow, live, strict=False) if isinstance(s, DTensor) == is_dtensor]
         if pairs:
             torch._foreach_lerp_([s for s, _ in pairs], [t.to(s.dtype) for s, t in pairs], weight)
 

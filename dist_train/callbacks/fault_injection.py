@@ -17,7 +17,6 @@ import os
 import re
 import signal
 from dataclasses import dataclass
-from typing import Optional
 
 from dist_train.callbacks import Callback
 from dist_train.config.schema import positive
@@ -30,8 +29,8 @@ _KILL_SPEC = re.compile(r"(micro\d+|commit):(\d+)(?::(\d+))?")
 
 @dataclass
 class FaultInjectionConfig:
-    stop_after_step: Optional[int] = positive(None)
-    kill_at: Optional[str] = None  # POINT:STEP[:RANK], POINT = micro<i> | commit
+    stop_after_step: int | None = positive(None)
+    kill_at: str | None = None  # POINT:STEP[:RANK], POINT = micro<i> | commit
 
 
 class FaultInjection(Callback):

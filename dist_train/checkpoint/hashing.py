@@ -140,7 +140,7 @@ def _nbytes(tensor_data) -> int:
 class _HashingWriter:
     """Mixed into DCP's FileSystemWriter/FsspecWriter."""
 
-    def _hash_into(self, target: "SaveTarget") -> None:
+    def _hash_into(self, target: SaveTarget) -> None:
         self.target = target
         self.local_digests = target.local  # what this rank wrote (its `put` files too)
         self.digests: dict[str, Digest] | None = None  # on the coordinator after finish: every rank's files

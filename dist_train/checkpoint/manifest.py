@@ -47,7 +47,7 @@ class Manifest:
         return json.dumps(data, indent=1).encode("utf-8")
 
     @classmethod
-    def from_json(cls, data: bytes) -> "Manifest":
+    def from_json(cls, data: bytes) -> Manifest:
         """A manifest whose every field has the type and range dist_train writes; InvalidCheckpoint naming the
         first field that does not (a manifest is as untrusted as the rest of the folder)."""
         if len(data) > MAX_BYTES:
@@ -143,7 +143,8 @@ def signature_diff(saved: dict[str, list[int]], current: dict[str, list[int]], l
     parts = []
     missing = [k for k in current if k not in saved]
     unexpected = [k for k in saved if k not in current]
-    reshaped = [f"{k} {tuple(saved[k])} vs {tuple(current[k])}" for k in current if k in saved and saved[k] != current[k]]
+    reshaped = [f"{k} {tuple(saved[k])} vs {tuple(current[k])}"
+                for k in current if k in saved and saved[k] != current[k]]
     if missing:
         parts.append(f"keys not in the checkpoint: {show(missing)}")
     if unexpected:

@@ -17,12 +17,11 @@ import os
 import shutil
 import stat
 from pathlib import Path
-from typing import Union
 from urllib.parse import urlsplit
 
 from dist_train.errors import UsageError
 
-Location = Union[Path, str]  # a local path, or the URL of a folder/object ("s3://bucket/prefix/step_5")
+Location = Path | str  # a local path, or the URL of a folder/object ("s3://bucket/prefix/step_5")
 INSTALL_S3 = "pip install 'dist-train[s3]'"
 
 
@@ -30,7 +29,7 @@ def is_url(where) -> bool:
     return isinstance(where, str) and "://" in where
 
 
-def open_storage(where: Location, key: str = "checkpoint.dir") -> "Storage":
+def open_storage(where: Location, key: str = "checkpoint.dir") -> Storage:
     if "\0" in str(where):
         raise UsageError(f"{key}: {str(where)[:120]!r} contains a NUL byte; give a folder path or s3://bucket/prefix")
     if not is_url(where):

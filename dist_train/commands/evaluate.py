@@ -22,7 +22,6 @@ def main(args) -> int:
     directory, manifest = open_verified(args.checkpoint, "evaluate")
     config = config_from_checkpoint(manifest, args.overrides, args.recipe, "evaluate")
 
-    import torch
 
     from dist_train import cluster, distributed, recipe_checks
     from dist_train.checkpoint.resume import batch_layout

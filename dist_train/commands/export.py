@@ -87,7 +87,8 @@ def export_onnx(model, example, out: Path) -> None:
     try:
         import onnxscript  # noqa: F401 - torch.onnx.export's exporter needs it (and onnx)
     except ImportError:
-        raise UsageError("export --format onnx needs the onnx and onnxscript packages: pip install onnx onnxscript") from None
+        raise UsageError("export --format onnx needs the onnx and onnxscript packages: "
+                         "pip install onnx onnxscript") from None
     batch = torch.export.Dim("batch")
     # One self-contained file unless the weights exceed protobuf's 2 GB limit (then ONNX keeps them beside it).
     large = sum(t.numel() * t.element_size() for t in model.state_dict().values()) > 1 << 30

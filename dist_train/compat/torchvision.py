@@ -23,7 +23,8 @@ def import_torchvision():
         return torchvision
     except ModuleNotFoundError:
         raise UsageError(
-            "torchvision is not installed; install it with: pip install -c launch/constraints-cpu.txt 'dist-train[vision]' "
+            "torchvision is not installed; install it with: "
+            "pip install -c launch/constraints-cpu.txt 'dist-train[vision]' "
             "(the constraints file pins the torchvision that matches a CPU torch 2.13.0)"
         ) from None
     except RuntimeError as e:

@@ -10,7 +10,7 @@ with its dotted key. Recipes add their own sections (e.g. `model:`) through
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 Precision = Literal["fp32", "bf16", "fp16"]
 
@@ -42,22 +42,22 @@ class TrainConfig:
     batch_size: int = positive(64)  # per rank, per micro-step
     grad_accum: int = positive(1)
     precision: Precision = "fp32"
-    clip_grad_norm: Optional[float] = positive(None)
+    clip_grad_norm: float | None = positive(None)
     log_every: int = positive(10)
     eval_every: int = positive(200)
-    eval_batch_size: Optional[int] = positive(None)  # default: train.batch_size
+    eval_batch_size: int | None = positive(None)  # default: train.batch_size
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # A non-finite loss: `stop` ends the run with an error naming the step (no checkpoint of the bad state is
     # written); `skip` drops that optimizer step on every rank and logs it.
     on_nan: Literal["stop", "skip"] = "stop"
     # `skip` gives up, ending the run like `stop`, once more steps than these were skipped in a row / in all
     # (resumes included); null: no limit. A run skipping step after step has diverged; skipping hides it.
-    max_consecutive_skipped_steps: Optional[int] = positive(10)
-    max_skipped_steps: Optional[int] = positive(100)
+    max_consecutive_skipped_steps: int | None = positive(10)
+    max_skipped_steps: int | None = positive(100)
     compile: bool = False  # torch.compile the model (each FSDP unit under fsdp)
     l1: float = non_negative(0.0)  # L1 penalty weight: loss + l1 * sum|w| over trainable parameters
-    ema: Optional[float] = field(default=None, metadata={"gt": 0, "lt": 1})  # decay of an EMA of weights; eval uses it
-    early_stopping: Optional[EarlyStoppingConfig] = None
+    ema: float | None = field(default=None, metadata={"gt": 0, "lt": 1})  # decay of an EMA of weights; eval uses it
+    early_stopping: EarlyStoppingConfig | None = None
     # Recompute activations in backward instead of storing them, per unit (Recipe.fsdp_units), under every strategy:
     # 0 off, 1 every unit (full), k every k-th unit.
     activation_checkpointing: int = non_negative(0)
@@ -72,7 +72,7 @@ class ParamGroupConfig:
 
     match: str = ""
     lr_scale: float = non_negative(1.0)
-    weight_decay: Optional[float] = non_negative(None)  # null: the optimizer's, or 0 under no_decay
+    weight_decay: float | None = non_negative(None)  # null: the optimizer's, or 0 under no_decay
 
 
 @dataclass
@@ -97,8 +97,8 @@ class SchedulerConfig:
 
 @dataclass
 class DataConfig:
-    root: Optional[str] = path(None)  # folder the recipe's dataset lives in (recipe default when null)
-    path: Optional[str] = path(None)  # a data file or folder, e.g. a text file or token shards from `data prepare`
+    root: str | None = path(None)  # folder the recipe's dataset lives in (recipe default when null)
+    path: str | None = path(None)  # a data file or folder, e.g. a text file or token shards from `data prepare`
     # DataLoader worker processes per rank (0: load in the training process); the bound keeps a typo (1e6) from
     # forking until the machine falls over.
     num_workers: int = non_negative(0, le=1024)
@@ -114,27 +114,27 @@ class WandbConfig:
 
     project: str = field(default="dist-train", metadata={"nonempty": True})
     # W&B user or team (null: the API key's default entity) and display name (null: W&B picks one)
-    entity: Optional[str] = field(default=None, metadata={"nonempty": True})
-    name: Optional[str] = field(default=None, metadata={"nonempty": True})
+    entity: str | None = field(default=None, metadata={"nonempty": True})
+    name: str | None = field(default=None, metadata={"nonempty": True})
     tags: list[str] = field(default_factory=list)
     mode: Literal["online", "offline", "disabled"] = "online"
 
 
 @dataclass
 class TrackingConfig:
-    wandb: Optional[WandbConfig] = None  # null/absent: no W&B
+    wandb: WandbConfig | None = None  # null/absent: no W&B
     tensorboard: bool = False  # event files under run_dir/tensorboard
     # Peak dense bf16 TFLOP/s of one GPU for the MFU figure; null: looked up from the GPU's name (H100, A100, ...).
-    peak_tflops: Optional[float] = positive(None)
+    peak_tflops: float | None = positive(None)
 
 
 @dataclass
 class CheckpointConfig:
     # Where the step_<N> folders go: a (shared) folder, or an object store URL such as s3://bucket/prefix (fsspec;
     # credentials and endpoint from the standard environment/config files, never from here). null: run_dir/checkpoints
-    dir: Optional[str] = None
-    every: Optional[int] = positive(None)  # save every N optimizer steps; null: only at the end of the run
-    keep: Optional[int] = positive(3)  # newest complete checkpoints kept; null: keep all
+    dir: str | None = None
+    every: int | None = positive(None)  # save every N optimizer steps; null: only at the end of the run
+    keep: int | None = positive(3)  # newest complete checkpoints kept; null: keep all
     resume: str = path("auto")  # auto (newest complete one in run_dir), never, or the path of a step_<N> folder
     # YAML key `async` (a Python keyword): write in a background thread while training goes on.
     async_save: bool = field(default=False, metadata={"key": "async"})
@@ -185,7 +185,7 @@ class WatchdogConfig:
     # No optimizer step, eval batch or checkpoint save finishing for this long (from the second step on): every rank
     # writes its stacks to run_dir/hang/rank<R>.txt, one summary names the rank(s) behind, the job exits 124.
     # Keep it below distributed.timeout_s and above the longest step, eval batch and save; null: no watchdog.
-    timeout_s: Optional[float] = positive(300.0)
+    timeout_s: float | None = positive(300.0)
 
 
 @dataclass

@@ -57,7 +57,7 @@ def build(cls, data: Any, key: str):
         raise UsageError(f"{key or cls.__name__}: {e}") from None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def type_hints(cls) -> dict[str, Any]:
     """The resolved field types of a dataclass (its annotations are strings: resolving them costs ~1 ms)."""
     return typing.get_type_hints(cls)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +27,7 @@ class ModelConfig:
     layers: int = positive(2)
     dim: int = positive(64)
     heads: int = positive(4)
-    kv_heads: Optional[int] = positive(None)  # grouped-query attention: key/value heads; null: = heads
+    kv_heads: int | None = positive(None)  # grouped-query attention: key/value heads; null: = heads
     ffn_mult: float = positive(4.0)  # SwiGLU hidden = 2/3 x ffn_mult x dim (Llama), rounded up to 32
     seq_len: int = positive(64)
     tie_embeddings: bool = False  # the head reuses the embedding matrix (GPT-2's choice)

@@ -25,7 +25,7 @@ def panel_keys(runs: dict[str, list[dict]]) -> list[str]:
 def run_labels(run_dirs: list[str]) -> list[str]:
     """Folder names, or whole paths where two runs share a folder name."""
     names = [Path(d).resolve().name for d in run_dirs]
-    return [n if names.count(n) == 1 else str(d) for n, d in zip(names, run_dirs)]
+    return [n if names.count(n) == 1 else str(d) for n, d in zip(names, run_dirs, strict=False)]
 
 
 def make_figure(runs: dict[str, list[dict]]):
@@ -40,7 +40,7 @@ def make_figure(runs: dict[str, list[dict]]):
     nrows = math.ceil(len(keys) / ncols)
     fig = Figure(figsize=(PANEL_PX[0] * ncols / DPI, PANEL_PX[1] * nrows / DPI), dpi=DPI, layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax, key in zip(axes, keys):
+    for ax, key in zip(axes, keys, strict=False):
         for label, records in runs.items():
             steps, values = series(records, key)
             if steps:
@@ -61,7 +61,7 @@ def plot_runs(run_dirs: list[str], out: str | None) -> tuple[Path, tuple[int, in
     labels = run_labels(run_dirs)
     if len(set(labels)) < len(labels):
         raise UsageError("plot: the same run dir is given twice")
-    runs = {label: read_run_metrics(d) for label, d in zip(labels, run_dirs)}
+    runs = {label: read_run_metrics(d) for label, d in zip(labels, run_dirs, strict=False)}
     try:
         import matplotlib  # noqa: F401
     except ImportError:

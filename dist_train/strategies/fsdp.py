@@ -25,7 +25,7 @@ shards over the data-parallel dimensions. The order of the transforms, and why: 
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager
+from contextlib import AbstractContextManager as ContextManager
 
 import torch
 from torch import nn

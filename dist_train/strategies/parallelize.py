@@ -16,7 +16,7 @@ state-dict keys stay those of the recipe's model: checkpoints do not depend on t
 from __future__ import annotations
 
 import functools
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn

@@ -42,18 +42,18 @@ def test_ema_follows_the_weights_step_by_step_and_is_what_eval_uses(tmp_path):
     result = t.fit()
     expected = snapshots[0]  # the first update copies the weights
     for snap in snapshots[1:]:
-        expected = [decay * e + (1 - decay) * w for e, w in zip(expected, snap)]
+        expected = [decay * e + (1 - decay) * w for e, w in zip(expected, snap, strict=False)]
     ema = find(t, EMA)
     got = [ema.shadow[name] for name, _ in t.strategy.unwrapped_model.named_parameters()]
-    for e, g in zip(expected, got):
+    for e, g in zip(expected, got, strict=False):
         torch.testing.assert_close(g, e)
-    assert not all(torch.equal(g, w) for g, w in zip(got, snapshots[-1]))
+    assert not all(torch.equal(g, w) for g, w in zip(got, snapshots[-1], strict=False))
     # eval ran on the EMA weights (the model holds them after the run), and they were saved next to the run
     assert result.eval["loss"] == pytest.approx(t.evaluate(3)["loss"])
-    for (name, p), g in zip(t.strategy.unwrapped_model.named_parameters(), got):
+    for (name, p), g in zip(t.strategy.unwrapped_model.named_parameters(), got, strict=False):
         torch.testing.assert_close(p.detach(), g, msg=name)
     saved = torch.load(tmp_path / "run" / "ema_model.pt")
-    for (name, tensor), g in zip(saved.items(), got):
+    for (name, tensor), g in zip(saved.items(), got, strict=False):
         torch.testing.assert_close(tensor, g, msg=name)
 
 
@@ -66,7 +66,7 @@ def test_eval_swaps_the_ema_in_and_training_goes_on_with_the_trained_weights(tmp
         before = [p.detach().clone() for p in t.strategy.unwrapped_model.parameters()]
         values = evaluate(step)
         after = [p.detach().clone() for p in t.strategy.unwrapped_model.parameters()]
-        seen.append(all(torch.equal(a, b) for a, b in zip(before, after)))
+        seen.append(all(torch.equal(a, b) for a, b in zip(before, after, strict=False)))
         return values
 
     t.evaluate = recording_evaluate

@@ -11,7 +11,8 @@ def test_resume_path_that_does_not_exist(tmp_path):
     missing = tmp_path / "nope" / "step_5"
     result = train(tmp_path / "run", f"checkpoint.resume={missing}", check=False)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"dist-train: error: checkpoint.resume: '{missing}' does not exist; {HINT}"]
+    expected = f"dist-train: error: checkpoint.resume: '{missing}' does not exist; {HINT}"
+    assert result.stderr.strip().splitlines() == [expected]
 
 
 def test_resume_path_that_is_not_a_checkpoint(tmp_path):

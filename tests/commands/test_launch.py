@@ -1,4 +1,5 @@
-"""`dist-train launch` and launch/*.sh: the exact torchrun commands, a real two-"node" run on this machine, bad input."""
+"""`dist-train launch` and launch/*.sh: the exact torchrun commands, a real two-"node" run on this machine, bad
+input."""
 
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ def test_dry_run_multi_node_uses_c10d_on_the_head():
 
 
 def test_shell_scripts_dry_run():
-    run = lambda *a: subprocess.run([str(REPO / "launch" / a[0]), *a[1:]], env=env(DRY_RUN=1), capture_output=True,
-                                    text=True, check=True).stdout.split()
+    def run(*a):
+        return subprocess.run([str(REPO / "launch" / a[0]), *a[1:]], env=env(DRY_RUN=1), capture_output=True,
+                                        text=True, check=True).stdout.split()
     assert run("torchrun_single_node.sh", "2", CONFIG, "a=1") == [
         "torchrun", "--standalone", "--nproc-per-node=2", "-m", "dist_train", "train", CONFIG, "a=1"]
     assert run("torchrun_multi_node.sh", "2", "4", "h:29400", CONFIG) == [

@@ -251,7 +251,7 @@ def loosely_typed(tp) -> bool:
 def key_values(key: Key) -> st.SearchStrategy:
     if key.path == "recipe":  # another recipe does not take this recipe's sections: only hostile names
         return st.tuples(st.just(False), HOSTILE | st.sampled_from(["nope", "os:path", ":X", "a/b.py:C", "....:X"]))
-    if loosely_typed(key.tp) and not (typing.get_origin(key.tp) is dict):
+    if loosely_typed(key.tp) and typing.get_origin(key.tp) is not dict:
         return st.tuples(st.just(False), HOSTILE)
     bounds = [v for k, v in key.meta.items() if k in ("gt", "ge", "lt", "le")]
     edges = st.sampled_from([b + d for b in bounds for d in (-1, -1e-9, 0, 1e-9, 1)]) if bounds else st.nothing()
@@ -340,7 +340,7 @@ def config_file(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("fuzz") / "c.yaml"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def without(recipe: str, section: str) -> str:
     raw = BASE[recipe]
     return yaml.dump({k: v for k, v in raw.items() if k != section}, Dumper=DUMPER, sort_keys=False).rstrip("\n")

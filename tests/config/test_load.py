@@ -62,7 +62,8 @@ def test_unknown_key_suggests_closest(tmp_path):
     ("train.batch_size=-4", "train.batch_size: must be > 0, got -4"),
     ("train.max_steps=0", "train.max_steps: must be > 0, got 0"),
     ("train.grad_accum=0", "train.grad_accum: must be > 0"),
-    ("optimizer.name=adamax", "optimizer.name: unknown value 'adamax' (did you mean 'adam'?); valid: sgd, adam, adamw, rmsprop"),
+    ("optimizer.name=adamax",
+     "optimizer.name: unknown value 'adamax' (did you mean 'adam'?); valid: sgd, adam, adamw, rmsprop"),
     ("scheduler.name=cosin", "scheduler.name: unknown value 'cosin' (did you mean 'cosine'?)"),
     ("strategy=dpp", "strategy: unknown value 'dpp' (did you mean 'ddp'?)"),
     ("train.precision=fp8", "train.precision: unknown value 'fp8' (did you mean 'fp32'?); valid: fp32, bf16, fp16"),
@@ -102,7 +103,8 @@ def test_user_recipe_file_with_own_section(tmp_path):
     cfg = load(tmp_path / "mine.yaml")
     assert cfg.section("width").size == 7
     assert "width.sise: unknown key (did you mean 'size'?)" in error(tmp_path / "mine.yaml", "width.sise=1")
-    assert "has no Recipe subclass named 'Other'" in error(tmp_path / "mine.yaml", f"recipe={tmp_path / 'mine.py'}:Other")
+    message = error(tmp_path / "mine.yaml", f"recipe={tmp_path / 'mine.py'}:Other")
+    assert "has no Recipe subclass named 'Other'" in message
 
 
 # ---------------------------------------------------------------- hardening (issue 10): each seen as a traceback or
@@ -151,7 +153,7 @@ def test_nul_byte_in_a_path_and_newline_in_a_key_of_the_file(tmp_path):
 def test_alias_bomb_is_refused_before_it_is_built(tmp_path):
     """480 bytes standing for 10^8 items: once a 522 MB error line, 22 s and 1.8 GB; now refused while parsing."""
     lines = ["recipe: mlp_regression", 'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
-    for prev, name in zip("abcdefg", "bcdefgh"):
+    for prev, name in zip("abcdefg", "bcdefgh", strict=False):
         lines.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 10) + "]")
     path = write(tmp_path, "\n".join(lines) + "\ndeepspeed: {config: {x: *h}}\n")
     assert path.stat().st_size < 600

@@ -17,9 +17,11 @@ def test_summary_table(tracked_runs):
     records = read_metrics(run_dir)
     losses = [(r["step"], r["loss"]) for r in records if "loss" in r]
     best_step, best = min(losses, key=lambda s: s[1])
-    assert table["train loss"] == f"final {format_value('loss', losses[-1][1])} | best {format_value('loss', best)} (step {best_step})"
+    final, best_shown = format_value("loss", losses[-1][1]), format_value("loss", best)
+    assert table["train loss"] == f"final {final} | best {best_shown} (step {best_step})"
     mse = [r["eval/mse"] for r in records if "eval/mse" in r]
-    assert table["eval/mse"].startswith(f"final {format_value('eval/mse', mse[-1])} | best {format_value('eval/mse', min(mse))}")
+    final, best_shown = format_value("eval/mse", mse[-1]), format_value("eval/mse", min(mse))
+    assert table["eval/mse"].startswith(f"final {final} | best {best_shown}")
     for row in ("train time (no eval)", "samples/s (median)", "step time (median)", "data wait share (median)",
                 "peak memory"):
         assert table[row], row

@@ -35,7 +35,7 @@ def full_parameters(trainer: Trainer) -> list[torch.Tensor]:
 
 
 def max_difference(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
-    return max(float((x.float() - y.float()).abs().max()) for x, y in zip(a, b))
+    return max(float((x.float() - y.float()).abs().max()) for x, y in zip(a, b, strict=False))
 
 
 def checkpoint_roundtrip(config_path: str, overrides: list[str], trainer: Trainer, run_dir: Path, env, device):

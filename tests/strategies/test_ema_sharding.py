@@ -1,7 +1,8 @@
 """The EMA of the weights (dist_train/callbacks/ema.py) under sharding, through each strategy's ema_tensors and
-register_state (2 processes, from the equivalence fixture; HSDP and tensor parallel in test_parallelize.py): each rank averages its own shards (FSDP2 DTensor shards, ZeRO-3
-partitions), and the result is ddp's: the evaluations that use it, the full EMA weights saved at the end, and the
-EMA weights exported from the checkpoint (DCP reshards them; ZeRO-3's per-rank partitions are reassembled)."""
+register_state (2 processes, from the equivalence fixture; HSDP and tensor parallel in test_parallelize.py): each
+rank averages its own shards (FSDP2 DTensor shards, ZeRO-3 partitions), and the result is ddp's: the evaluations
+that use it, the full EMA weights saved at the end, and the EMA weights exported from the checkpoint (DCP reshards
+them; ZeRO-3's per-rank partitions are reassembled)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """HSDP and tensor parallel + FSDP2 (the fsdp strategy on a 2-D/3-D mesh), with activation checkpointing, on 4
 CPU processes (gloo): per-step losses equal ddp's within 1e-4 (fp32), and so do the evaluations, which run on the
 EMA of the weights (each rank's own shards); a checkpoint saved on a 2x2 (tensor x FSDP) mesh resumes, EMA
-included, on 4x1, 1x4 and 1 process with the losses and evaluations of the uninterrupted run. One torchrun launch trains every
-mesh (the session fixture `mesh_runs`); the transforms' order and the every-k rule are checked in-process."""
+included, on 4x1, 1x4 and 1 process with the losses and evaluations of the uninterrupted run. One torchrun launch
+trains every mesh (the session fixture `mesh_runs`); the transforms' order and the every-k rule are checked
+in-process."""
 
 from __future__ import annotations
 
@@ -96,5 +97,5 @@ def test_checkpointing_recomputes_in_backward_with_the_same_gradients():
     calls.clear()
     checkpointed = grads(2)
     assert len(calls) == 6  # units 2 and 4 ran their forward again in backward
-    for a, b in zip(plain, checkpointed):
+    for a, b in zip(plain, checkpointed, strict=False):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
