@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch.distributed.checkpoint.api import CheckpointException
 
 from dist_train import distributed
 from dist_train.checkpoint import rng
@@ -34,8 +33,15 @@ from dist_train.train_state import TrainState
 
 TMP_PREFIX = ".tmp-"
 TRAINER_STATE = "trainer_state.pt"
-# What a failed save raises: DCP gathers every rank's error into a CheckpointException, a BaseException subclass.
-FAILURES = (Exception, CheckpointException)
+
+
+def _failures() -> tuple[type[BaseException], ...]:
+    """What a failed save raises: DCP gathers every rank's error into a CheckpointException, a BaseException
+    subclass. Imported only when a save fails (`except` evaluates its expression only then): importing
+    torch.distributed.checkpoint pulls in torch.distributed.tensor, a large share of start-up (bench/startup.py)."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    return (Exception, CheckpointException)
 
 
 class Checkpointer:
@@ -172,7 +178,7 @@ class Checkpointer:
         if self.cfg.async_save and not blocking:
             try:
                 future = strategy.async_save_checkpoint(tmp, self.group)
-            except FAILURES as e:
+            except _failures() as e:
                 failure = e
             self._agree(failure, step, tmp)
             self._committed.clear()
@@ -183,7 +189,7 @@ class Checkpointer:
             return
         try:
             strategy.save_checkpoint(tmp)
-        except FAILURES as e:
+        except _failures() as e:
             failure = e
         self._agree(failure, step, tmp)
         before_commit(tmp)
@@ -204,7 +210,7 @@ class Checkpointer:
         failure = None
         try:
             future.result()
-        except FAILURES as e:
+        except _failures() as e:
             failure = e
         if self.env.is_main:
             self._committed.wait()
@@ -276,7 +282,7 @@ def _reason(e: BaseException) -> str:
         if isinstance(cur, OSError) and cur.strerror:
             return f"{cur.strerror}" + (f" ({cur.filename})" if cur.filename else "")
         stack.extend(x for x in (cur.__cause__, cur.__context__) if x is not None)
-        if isinstance(cur, CheckpointException):  # rank -> (exception, traceback)
+        if isinstance(cur, _failures()[1]):  # CheckpointException: rank -> (exception, traceback)
             for failure in cur.failures.values():
                 stack.extend(x for x in (failure if isinstance(failure, tuple) else (failure,))
                              if isinstance(x, BaseException))

@@ -12,8 +12,9 @@ def main(args) -> int:
         print(to_yaml(config), end="")
         return 0
     from dist_train.runner import run
+    from dist_train.tracking.goodput import process_started
 
-    result = run(config)
+    result = run(config, started=process_started())  # start-up counts from the interpreter's start
     from dist_train import distributed
     from dist_train.tracking.console import format_duration
 
