@@ -5,8 +5,8 @@
     torchrun --standalone --nproc-per-node 2 bench/peers.py --work mlp      # 2-process DDP (gloo on CPU)
 
 Every side trains the same recipe model (built after `seed_everything(seed)`), on the same samples in the same
-order (dist_train's documented order, docs/configuration.md: the permutation of epoch e from
-`torch.Generator().manual_seed(seed * 1_000_003 + e)`, each step the next global batch, rank r the r-th block),
+order (dist_train's documented order, docs/data.md: `dist_train.data.epoch_order(n, seed, e)` evaluated at the
+positions of each step's global batch, rank r the r-th block),
 with the same AdamW, the same LambdaLR schedule (dist_train.optim.lr_multiplier) and the per-rank reseed
 `seed + 1000 * (rank + 1)` before the first step; DDP (default buckets) wraps the model on 2 processes. The
 losses at the log steps (mean over ranks) must be identical on all sides, bit for bit, or the benchmark stops:
@@ -37,6 +37,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,7 +46,7 @@ sys.path.insert(0, str(REPO))
 from dist_train import cluster, distributed  # noqa: E402
 from dist_train.callbacks import Callback, CallbackList  # noqa: E402
 from dist_train.config import load  # noqa: E402
-from dist_train.data import seed_everything  # noqa: E402
+from dist_train.data import epoch_order, seed_everything  # noqa: E402
 from dist_train.optim import build_optimizer, lr_multiplier  # noqa: E402
 from dist_train.recipe import resolve_recipe  # noqa: E402
 
@@ -88,11 +89,10 @@ class Data:
         per_epoch = n // global_batch
         epoch, s = divmod(step_index, per_epoch)
         if epoch not in perm_cache:
-            g = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
             perm_cache.clear()
-            perm_cache[epoch] = torch.randperm(n, generator=g)
+            perm_cache[epoch] = epoch_order(n, config.seed, epoch)
         start = s * global_batch + env.rank * b
-        idx = perm_cache[epoch][start: start + b]
+        idx = torch.from_numpy(perm_cache[epoch].indices(np.arange(start, start + b, dtype=np.int64)))
         return tuple(t[idx] for t in self.tensors)
 
 
@@ -105,25 +105,19 @@ def reseed_for_training(config, env) -> None:
     seed_everything(config.seed + 1000 * (env.rank + 1))
 
 
-def mean_over_ranks(losses: list[torch.Tensor]) -> list[float]:
+def mean_over_ranks(losses: list[torch.Tensor], world_size: int) -> list[float]:
     out = torch.stack(losses).float()
     distributed.all_reduce_(out)
-    return (out / distributed.world_size()).tolist()
+    return (out / world_size).tolist()
 
 
 # ---------------------------------------------------------------- the sides
 
 
-def hand_written(config, env, data: Data):
-    """What a user writes by hand."""
-    recipe = data.recipe
-    seed_everything(config.seed)
-    model = recipe.build_model()
-    if env.is_distributed:
-        model = torch.nn.parallel.DistributedDataParallel(model)
-    optimizer = build_optimizer(model.parameters(), config.optimizer)
-    scheduler = schedule(optimizer, config)
-    clip = config.train.clip_grad_norm
+def train_loop(model, optimizer, scheduler, config, env, data: Data, backward, clip_gradients):
+    """The loop every side but dist_train's runs: one body, so that the sides differ only in what their library
+    does inside `backward(loss)` and `clip_gradients(max_norm)` and in how it wrapped model and optimizer."""
+    recipe, clip = data.recipe, config.train.clip_grad_norm
     logged = set(log_steps(config))
     reseed_for_training(config, env)
     model.train()
@@ -131,17 +125,34 @@ def hand_written(config, env, data: Data):
     for step in range(1, config.train.max_steps + 1):
         batch = data.batch(step - 1, config, env, perms)
         loss = recipe.loss(model(batch[0]), batch)
-        loss.backward()
+        backward(loss)
         if clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            clip_gradients(clip)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         times.append(time.perf_counter())
         if step in logged:
             losses.append(loss.detach())
-    del model, optimizer
-    return times, mean_over_ranks(losses)
+    return times, mean_over_ranks(losses, env.world_size)
+
+
+def model_and_optimizer(config, data: Data):
+    """The recipe's model built after `seed_everything(seed)`, its AdamW and the LambdaLR schedule, unwrapped.
+    The schedule is never handed to a library: a prepared one may step once per process per optimizer step."""
+    seed_everything(config.seed)
+    model = data.recipe.build_model()
+    optimizer = build_optimizer(model.parameters(), config.optimizer)
+    return model, optimizer, schedule(optimizer, config)
+
+
+def hand_written(config, env, data: Data):
+    """What a user writes by hand."""
+    model, optimizer, scheduler = model_and_optimizer(config, data)
+    if env.is_distributed:
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    return train_loop(model, optimizer, scheduler, config, env, data, lambda loss: loss.backward(),
+                      lambda max_norm: torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
 
 
 class StepClock(Callback):
@@ -182,31 +193,11 @@ def fabric_side(config, env, data: Data):
         _FABRIC = Fabric(accelerator="cpu", devices=env.world_size, strategy="ddp" if env.is_distributed else "auto",
                          precision="32-true")
         _FABRIC.launch()
-    fabric, recipe = _FABRIC, data.recipe
-    seed_everything(config.seed)
-    model = recipe.build_model()
-    optimizer = build_optimizer(model.parameters(), config.optimizer)
-    scheduler = schedule(optimizer, config)
+    fabric = _FABRIC
+    model, optimizer, scheduler = model_and_optimizer(config, data)
     model, optimizer = fabric.setup(model, optimizer)
-    clip = config.train.clip_grad_norm
-    logged = set(log_steps(config))
-    reseed_for_training(config, env)
-    model.train()
-    perms, times, losses = {}, [], []
-    for step in range(1, config.train.max_steps + 1):
-        batch = data.batch(step - 1, config, env, perms)
-        loss = recipe.loss(model(batch[0]), batch)
-        fabric.backward(loss)
-        if clip is not None:
-            fabric.clip_gradients(model, optimizer, max_norm=clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        times.append(time.perf_counter())
-        if step in logged:
-            losses.append(loss.detach())
-    del model, optimizer
-    return times, mean_over_ranks(losses)
+    return train_loop(model, optimizer, scheduler, config, env, data, fabric.backward,
+                      lambda max_norm: fabric.clip_gradients(model, optimizer, max_norm=max_norm))
 
 
 _ACCELERATOR = None
@@ -218,33 +209,14 @@ def accelerate_side(config, env, data: Data):
 
     if _ACCELERATOR is None:
         _ACCELERATOR = Accelerator(cpu=True)
-    accelerator, recipe = _ACCELERATOR, data.recipe
-    seed_everything(config.seed)
-    model = recipe.build_model()
-    optimizer = build_optimizer(model.parameters(), config.optimizer)
-    # The schedule stays unprepared: a prepared one steps once per process per optimizer step, another schedule.
-    scheduler = schedule(optimizer, config)
+    accelerator = _ACCELERATOR
+    model, optimizer, scheduler = model_and_optimizer(config, data)
     model, optimizer = accelerator.prepare(model, optimizer)
-    clip = config.train.clip_grad_norm
-    logged = set(log_steps(config))
-    reseed_for_training(config, env)
-    model.train()
-    perms, times, losses = {}, [], []
-    for step in range(1, config.train.max_steps + 1):
-        batch = data.batch(step - 1, config, env, perms)
-        loss = recipe.loss(model(batch[0]), batch)
-        accelerator.backward(loss)
-        if clip is not None:
-            accelerator.clip_grad_norm_(model.parameters(), clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        times.append(time.perf_counter())
-        if step in logged:
-            losses.append(loss.detach())
-    accelerator.free_memory()
-    del model, optimizer
-    return times, mean_over_ranks(losses)
+    try:
+        return train_loop(model, optimizer, scheduler, config, env, data, accelerator.backward,
+                          lambda max_norm: accelerator.clip_grad_norm_(model.parameters(), max_norm))
+    finally:
+        accelerator.free_memory()
 
 
 SIDES = {"hand-written": (hand_written, None), "dist_train": (dist_train_side, None),
@@ -329,7 +301,7 @@ def report(args, env, sides, missing, results, load_before, steps, losses) -> st
              "| side | median step time | median of paired ratios | range of ratios |",
              "|---|---|---|---|"]
     for name in sides:
-        ratios = [t / b for t, b in zip(results[name], base)]
+        ratios = [t / b for t, b in zip(results[name], base, strict=True)]
         lines.append(f"| {name} | {statistics.median(results[name]) * 1e3:.3f} ms | "
                      f"{statistics.median(ratios):.3f} | {min(ratios):.3f}-{max(ratios):.3f} |")
     lines.append(f"load average (1, 5, 15 min) before {load_before}, after {load_text()}")

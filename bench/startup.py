@@ -111,7 +111,7 @@ def main() -> None:
                 if repeat:
                     results[side].append(seconds)
     hand, ours = results["hand-written"], results["dist_train"]
-    differences = [o - h for o, h in zip(ours, hand)]
+    differences = [o - h for o, h in zip(ours, hand, strict=True)]
     print(f"start-up to the end of the first optimizer step, {args.nproc} process(es), {args.repeats} repeats\n"
           f"| side | median | min-max |\n|---|---|---|\n"
           + "".join(f"| {side} | {statistics.median(v):.3f} s | {min(v):.3f}-{max(v):.3f} s |\n"

@@ -1,9 +1,12 @@
 """Process-group lifetime and the few collectives the runner needs.
 
-Two measured gloo facts shape this file (../shared/reference/environment.md):
-- After torchrun restarts a failed group, workers that reuse the agent's store keys reach the dead attempt's
-  address; a store namespaced per restart attempt (PrefixStore "/attempt_<n>") makes every attempt rendezvous
-  afresh.
+Two measured gloo facts shape this file:
+- After torchrun restarts a failed group, workers that reuse keys of the agent's store (which outlives restarts)
+  reach the dead attempt's address. Where rank 0 hosts the store (srun without torchrun; torchrun with
+  TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1, which our launchers set), it is a new, empty store for every attempt. Where
+  the agent hosts it, the keys are namespaced by the agent's restart count, which is the same for every worker only
+  with one agent (one node): several nodes restart with different counts (dist_train.cluster.torchrun), so a
+  multi-node run in that mode gets a warning.
 - ~11% of gloo runs abort at exit ("terminate called without an active exception") when the wrapped model and
   optimizer outlive the process group; `shutdown` is given a callback that drops them and collects garbage first.
 """
@@ -21,10 +24,11 @@ import torch.distributed as dist
 from dist_train.cluster import DistEnv
 
 _env: DistEnv = DistEnv.single()
+_store = None  # the rendezvous store the process group was built on (a side channel, e.g. for the watchdog)
 
 
 def init(env: DistEnv, device: torch.device, timeout_s: float = 600.0) -> None:
-    global _env
+    global _env, _store
     _env = env
     if not env.is_distributed or dist.is_initialized():
         return
@@ -34,7 +38,14 @@ def init(env: DistEnv, device: torch.device, timeout_s: float = 600.0) -> None:
         env.master_addr, env.master_port, env.world_size,
         is_master=env.rank == 0 and not env.agent_hosts_store, timeout=timeout,
     )
-    store = dist.PrefixStore(f"/attempt_{env.restart_count}", store)
+    if env.agent_hosts_store:
+        from dist_train.cluster.torchrun import restart_hazard
+
+        warning = restart_hazard(env)
+        if warning and env.is_main:
+            print(warning, file=sys.stderr, flush=True)
+        store = dist.PrefixStore(f"/attempt_{env.restart_count}", store)
+    _store = store
     kwargs = {"device_id": device} if device.type == "cuda" else {}
     dist.init_process_group(backend, store=store, rank=env.rank, world_size=env.world_size, timeout=timeout, **kwargs)
 
@@ -49,6 +60,11 @@ def shutdown(release: Callable[[], None] | None = None) -> None:
 
 def env() -> DistEnv:
     return _env
+
+
+def store():
+    """The store every rank of this job shares (None on one process); usable while the process group is stuck."""
+    return _store
 
 
 def is_main() -> bool:
@@ -101,9 +117,9 @@ def reduce_columns(values: torch.Tensor, ops: tuple[str, ...]) -> list[float]:
         rows = rows.view(_env.world_size, len(values)).tolist()
     else:
         rows = [values.tolist()]
-    columns = list(zip(*rows))
+    columns = list(zip(*rows, strict=True))
     reduce = {"sum": sum, "max": max, "min": min, "first": lambda column: column[0]}
-    return [reduce[op](column) for op, column in zip(ops, columns)]
+    return [reduce[op](column) for op, column in zip(ops, columns, strict=True)]
 
 
 def any_across_ranks(flag: bool, device: torch.device) -> bool:

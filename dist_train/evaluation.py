@@ -29,7 +29,10 @@ def evaluate(model: torch.nn.Module, recipe, dataset, batch_size: int, rank: int
             loss = recipe.loss(outputs, batch)
         if not valid:
             continue  # a padding batch: ran only so that sharded models see the same collectives on every rank
-        metrics["loss"].update(loss.detach().float().expand(recipe.batch_size(batch)))
+        if isinstance(loss, (tuple, list)):  # token-weighted: the eval loss is sum / count over the whole set
+            metrics["loss"].add(*loss)
+        else:
+            metrics["loss"].update(loss.detach().float().expand(recipe.batch_size(batch)))
         targets = recipe.targets(batch)
         for name, metric in metrics.items():
             if name != "loss":

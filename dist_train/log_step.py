@@ -23,21 +23,22 @@ STOP_CHECK_S = 0.25
 STOP_CHECK_MAX_STEPS = 100
 
 
-def log_step_figures(step_loss: torch.Tensor, grad_accum: int, first_bad: torch.Tensor, meter, goodput,
-                     device: torch.device) -> tuple[float, dict[str, float]]:
+def log_step_figures(step_loss: torch.Tensor, first_bad: torch.Tensor, meter, goodput,
+                     device: torch.device, world_size: int) -> tuple[float, dict[str, float]]:
     """(first non-finite step of any rank, inf if none; {"loss", throughput figures, goodput shares}), the same on
-    every rank; a collective. `first_bad`: this rank's, from dist_train.divergence."""
+    every rank; a collective. `step_loss`: this rank's (dist_train.token_weighted.StepLoss.finish); `first_bad`:
+    this rank's, from dist_train.divergence."""
     seconds = goodput.seconds()
     local = torch.cat([
-        torch.stack([first_bad, (step_loss / grad_accum).double()]),
+        torch.stack([first_bad, step_loss.double()]),
         torch.tensor([*meter.local(), *(seconds[k] for k in SECONDS)], dtype=torch.float64, device=device),
     ])
     ops = ("min", "sum", *meter.REDUCE, *("first",) * len(SECONDS))
     first_bad_step, loss_sum, *reduced = distributed.reduce_columns(local, ops)
     # Summed in float64 and rounded to float32 once: for two ranks exactly what a float32 all-reduce gives.
-    loss = (torch.tensor(loss_sum, dtype=torch.float32) / distributed.world_size()).item()
+    loss = (torch.tensor(loss_sum, dtype=torch.float32) / world_size).item()
     figures = {"loss": loss, **meter.figures(reduced[: len(meter.REDUCE)]),
-               **shares(dict(zip(SECONDS, reduced[len(meter.REDUCE):])))}
+               **shares(dict(zip(SECONDS, reduced[len(meter.REDUCE):], strict=True)))}
     return first_bad_step, figures
 
 

@@ -59,6 +59,11 @@ class Mean(Metric):
         v = outputs.detach().double().reshape(-1)
         self.stats += torch.stack([v.sum().cpu(), torch.tensor(float(v.numel()), dtype=torch.float64)])
 
+    def add(self, total, count) -> None:
+        """Add a sum of values and how many it sums (e.g. a token-weighted loss's (sum, count))."""
+        self.stats += torch.stack([torch.as_tensor(total).detach().double().cpu(),
+                                   torch.as_tensor(count).detach().double().cpu()])
+
     def compute(self, stats, rows=None):
         return (stats[0] / stats[1]).item() if stats[1] > 0 else float("nan")
 

@@ -4,8 +4,9 @@ A recipe is a small class that builds the model, the train/eval datasets, the lo
 nothing about ranks, devices, precision or strategies; the runner does all of that. A recipe may declare extra
 config sections (`sections = {"model": ModelConfig}`), which the config loader types and checks like the core ones.
 
-`recipe:` in a config names either a module of the `recipes` package (`fashion_mnist_mlp`), or a user's own file
-or module with the class to use (`path/to/my_recipe.py:MyRecipe`, `my_pkg.recipes:MyRecipe`).
+`recipe:` in a config names either a bundled recipe, a module of `dist_train.recipes` (`fashion_mnist_mlp`, from the
+repository's recipes/ folder), or a user's own file or module with the class to use (`path/to/my_recipe.py:MyRecipe`,
+`my_pkg.recipes:MyRecipe`, or a package of the user's literally named `recipes`: `recipes.mine:MyRecipe`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from dist_train.errors import UsageError, closest, one_of
+from dist_train.errors import UsageError, closest, key_text, one_line, one_of
 
 if TYPE_CHECKING:
     import torch
@@ -42,7 +43,8 @@ class Recipe:
         raise NotImplementedError
 
     def build_datasets(self) -> tuple[Any, Any | None]:
-        """(train_dataset, eval_dataset or None). Map-style datasets; a batch is a tuple (or a dict) of tensors."""
+        """(train_dataset, eval_dataset or None). Map-style datasets, or for training a streaming source
+        (dist_train.data.ShardedStream); a batch is a tuple (or a dict) of tensors."""
         raise NotImplementedError
 
     # ---- the batch contract: how the loop, eval, metrics and export read a batch. Defaults: a tuple/list batch is
@@ -73,7 +75,11 @@ class Recipe:
         x = self.inputs(batch)
         return model(**x) if isinstance(x, dict) else model(x)
 
-    def loss(self, outputs, batch) -> torch.Tensor:
+    def loss(self, outputs, batch) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | int]:
+        """The batch's mean loss (a scalar tensor), or a token-weighted `(sum, count)` pair: the summed loss and how
+        many items it sums (non-padding tokens); the step then divides by the count of the whole global batch
+        (dist_train.token_weighted), so variable-length batches train the same on any split into ranks and
+        accumulation steps."""
         raise NotImplementedError
 
     def metrics(self) -> dict[str, Metric]:
@@ -96,6 +102,15 @@ class Recipe:
         recipe returns its blocks, e.g. `list(model.layers)`."""
         return [child for child in model.children() if any(True for _ in child.parameters())]
 
+    def tp_plan(self, model: nn.Module) -> dict:
+        """Tensor parallelism (`parallel.tensor`): {submodule name: torch.distributed.tensor.parallel style}, as
+        `parallelize_module` takes it. A recipe without one cannot run with parallel.tensor > 1."""
+        raise NotImplementedError
+
+    def check_parallel(self, tensor: int) -> None:
+        """Refuse (UsageError), from the config alone, a tensor-parallel degree the model cannot be split by
+        (e.g. one not dividing the heads); called before any process group work."""
+
     def callbacks(self) -> list[Callback]:
         """Callbacks this recipe always wants (dist_train.callbacks.Callback instances), run before the config's."""
         return []
@@ -114,29 +129,33 @@ def resolve_recipe(name: str, base_dir: Path | None = None) -> type[Recipe]:
         if not (inspect.isclass(cls) and issubclass(cls, Recipe)):
             found = _recipe_classes(module)
             raise UsageError(
-                f"recipe: '{name}' has no Recipe subclass named '{class_name}'"
+                f"recipe: '{key_text(name, 200)}' has no Recipe subclass named '{key_text(class_name)}'"
                 + (f"; it defines: {one_of(c.__name__ for c in found)}" if found else "")
             )
         return cls
     available = builtin_recipes()
     if name not in available:
         raise UsageError(
-            f"recipe: unknown recipe '{name}'{closest(name, available)}; registered: {one_of(available)}, "
+            f"recipe: unknown recipe '{key_text(name, 200)}'{closest(name, available)}; registered: "
+            f"{one_of(available)}, "
             "or path/to/file.py:ClassName for your own"
         )
-    module = _import_module(f"recipes.{name}", name)
+    module = _import_module(f"{BUNDLED}.{name}", name)
     found = _recipe_classes(module)
     if len(found) != 1:
-        raise UsageError(f"recipe: module recipes.{name} must define exactly one Recipe subclass, found {len(found)}")
+        raise UsageError(f"recipe: module {BUNDLED}.{name} must define exactly one Recipe subclass, found {len(found)}")
     return found[0]
+
+
+BUNDLED = "dist_train.recipes"
 
 
 def builtin_recipes() -> list[str]:
     try:
-        import recipes
+        bundled = importlib.import_module(BUNDLED)
     except ImportError:
         return []
-    folder = Path(recipes.__file__).parent
+    folder = Path(bundled.__file__).parent
     return sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_"))
 
 
@@ -163,7 +182,7 @@ def _find_file(target: str, base_dir: Path | None, what: str = "recipe") -> Path
     candidates = [Path(target)] + ([base_dir / target] if base_dir else [])
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
-        raise UsageError(f"{what}: file '{target}' not found (looked in the current directory"
+        raise UsageError(f"{what}: file '{key_text(target, 200)}' not found (looked in the current directory"
                          + (f" and {base_dir}" if base_dir else "") + ")")
     return path
 
@@ -184,7 +203,7 @@ def import_target(target: str, name: str, base_dir: Path | None, what: str = "re
             spec.loader.exec_module(module)
         except Exception as e:
             del sys.modules[module_name]
-            raise UsageError(f"{what}: '{path}' failed to import: {type(e).__name__}: {e}") from None
+            raise UsageError(f"{what}: '{path}' failed to import: {type(e).__name__}: {one_line(e)}") from None
         return module
     return _import_module(target, name, what)
 
@@ -194,7 +213,11 @@ def _import_module(module_name: str, name: str, what: str = "recipe"):
         return importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         if e.name and module_name.startswith(e.name):
-            raise UsageError(f"{what}: module '{module_name}' for '{name}' not found") from None
-        raise UsageError(f"{what}: '{name}' failed to import: {type(e).__name__}: {e}") from None
+            raise UsageError(f"{what}: module '{key_text(module_name, 200)}' not found") from None
+        raise _import_failed(what, name, e) from None
     except Exception as e:
-        raise UsageError(f"{what}: '{name}' failed to import: {type(e).__name__}: {e}") from None
+        raise _import_failed(what, name, e) from None
+
+
+def _import_failed(what: str, name: str, e: Exception) -> UsageError:
+    return UsageError(f"{what}: '{key_text(name, 200)}' failed to import: {type(e).__name__}: {one_line(e)}")

@@ -71,9 +71,13 @@ def build_datasets(recipe) -> tuple[Any, Any]:
     if not (isinstance(datasets, tuple) and len(datasets) == 2):
         raise UsageError(f"recipe {recipe.config.recipe}: build_datasets() returned {describe(datasets)}; it must "
                          "return (train_dataset, eval_dataset or None)")
+    from torch.utils.data import IterableDataset
+
     for role, data in zip(("train", "eval"), datasets):
         if data is None and role == "eval":
             continue
+        if role == "train" and isinstance(data, IterableDataset):
+            continue  # a streaming source: the loader checks it (dist_train.data.loading.build_train_loader)
         if not hasattr(data, "__len__") or not hasattr(data, "__getitem__"):
             raise UsageError(f"recipe {recipe.config.recipe}: build_datasets() gave a {role} dataset of type "
                              f"{type(data).__name__}, which has no len() and indexing; return map-style datasets")
@@ -103,10 +107,14 @@ def checked_loss(recipe, model, batch, expected_batch_size: int):
         loss = recipe.loss(outputs, batch)
     except Exception as e:  # noqa: BLE001
         raise _contract_error(recipe, "loss()", e, batch, f" on the first training batch (outputs: {describe(outputs)})") from None
-    if not (isinstance(loss, torch.Tensor) and loss.ndim == 0 and loss.is_floating_point()):
+    total = loss[0] if isinstance(loss, (tuple, list)) and len(loss) == 2 else loss  # token-weighted (sum, count)
+    if not (isinstance(total, torch.Tensor) and total.ndim == 0 and total.is_floating_point()):
         raise UsageError(f"recipe {name}: loss() returned {describe(loss)}; it must return a scalar floating-point "
-                         "tensor (e.g. the mean over the batch)")
-    if not loss.requires_grad:
+                         "tensor (e.g. the mean over the batch), or a (sum, count) pair for a token-weighted loss")
+    if total is not loss and not (isinstance(loss[1], int) or isinstance(loss[1], torch.Tensor) and loss[1].ndim == 0):
+        raise UsageError(f"recipe {name}: loss() returned {describe(loss)}; the count of a (sum, count) pair must be "
+                         "an int or a scalar tensor (e.g. the number of non-padding tokens)")
+    if not total.requires_grad:
         raise UsageError(f"recipe {name}: loss() returned a tensor that does not require grad; compute it from the "
                          "model's outputs (no .item(), .detach() or torch.no_grad() in loss or forward)")
     return loss

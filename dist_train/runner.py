@@ -20,25 +20,29 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from dist_train import cluster, distributed, recipe_checks
-from dist_train.callbacks import CallbackList
+from dist_train import cluster, distributed, recipe_checks, run_dir_lock
+from dist_train.callbacks.standard import build_callbacks
 from dist_train.checkpoint import Checkpointer, Manifest, model_signature
 from dist_train.checkpoint.resume import batch_layout, data_position
 from dist_train.config import Config, resolved_dict, to_yaml, warnings_for
-from dist_train.divergence import NonFiniteLosses
-from dist_train.data import seed_everything, steps_per_epoch, to_device, train_batches
+from dist_train.data import seed_everything, to_device
+from dist_train.data.loading import build_train_loader
+from dist_train.divergence import NonFiniteLosses, skip_limit_error
 from dist_train.errors import RunError, UsageError
 from dist_train.evaluation import evaluate
 from dist_train.log_step import log_step_figures, stop_check_every
+from dist_train.parallel_dims import check_parallel
 from dist_train.preemption import Preemption
 from dist_train.recipe import Recipe, resolve_recipe
 from dist_train.strategies import build_strategy
+from dist_train.token_weighted import StepLoss
 from dist_train.tracking import NoTracker, Trackers
 from dist_train.tracking.goodput import Goodput, shares
 from dist_train.tracking.run_record import RunRecord
 from dist_train.tracking.sinks import open_trackers
 from dist_train.tracking.throughput import Throughput, peak_flops
 from dist_train.train_state import TrainState
+from dist_train.watchdog import enable_flight_recorder
 
 
 @dataclass
@@ -46,10 +50,12 @@ class RunResult:
     steps: int = 0
     last_loss: float = math.nan
     eval: dict[str, float] = field(default_factory=dict)
-    preempted: str = ""  # what happened when a preemption signal stopped the run early (see dist_train.preemption)
+    preempted: str = ""  # what happened when a stop signal ended the run early (see dist_train.preemption)
+    exit_code: int = 0  # of the process, when a stop signal ended the run (130 after Ctrl-C)
     stopped: str = ""  # why a callback ended the run before train.max_steps (early stopping, a test's stop)
     complete_before: str = ""  # the run had already finished when this process started: nothing was trained
     elapsed_s: float = 0.0  # wall time of this process's run, set-up included
+    skipped_steps: int = 0  # optimizer steps dropped by train.on_nan=skip, resumes included
 
 
 def run(config: Config, started: float | None = None) -> RunResult:
@@ -58,9 +64,14 @@ def run(config: Config, started: float | None = None) -> RunResult:
     started = time.perf_counter() if started is None else started
     env = cluster.detect()
     device = pick_device(config.train.device, env)
-    trainer = None
-    distributed.init(env, device)
+    check_parallel(config, env.world_size)  # a bad mesh shape fails here, before any process group work
+    trainer = lock = None
+    if config.watchdog.timeout_s is not None:
+        enable_flight_recorder()  # before the process group exists: the watchdog's record of collectives
+    distributed.init(env, device, config.distributed.timeout_s)
     try:
+        # Before anything reads or writes run_dir (resume removes unfinished saves): one run per run_dir.
+        lock = run_dir_lock.acquire(config.run_dir, config.run_dir_lock.stale_after, env)
         trainer = Trainer(config, env, device, started)
         result = trainer.fit()
     except BaseException as e:
@@ -69,8 +80,8 @@ def run(config: Config, started: float | None = None) -> RunResult:
         raise
     finally:
         distributed.shutdown(release=trainer.release if trainer else None)
-    if result.preempted:
-        trainer.preemption.requeue()  # last: requeueing stops this job, so everything is closed first
+        if lock is not None:
+            lock.release()  # last: the trackers have closed their files in run_dir
     return result
 
 
@@ -83,33 +94,12 @@ def pick_device(requested: str, env) -> torch.device:
     return torch.device("cpu")
 
 
-def build_callbacks(config: Config, recipe: Recipe) -> CallbackList:
-    """The run's callbacks, in the order their hooks run: the train.* switches, the recipe's, the config's list,
-    and last the tests' fault injection (dist_train.callbacks.fault_injection)."""
-    from dist_train.callbacks.fault_injection import FaultInjection
-
-    callbacks = []
-    if config.train.ema is not None:
-        from dist_train.callbacks.ema import EMA, EMAConfig
-
-        callbacks.append(EMA(EMAConfig(config.train.ema)))
-    if config.train.early_stopping is not None:
-        from dist_train.callbacks.early_stopping import EarlyStopping
-
-        callbacks.append(EarlyStopping(config.train.early_stopping))
-    callbacks += recipe.callbacks()
-    callbacks += [spec.build() for spec in config.callbacks]
-    injected = FaultInjection.from_environment()
-    return CallbackList(callbacks + ([injected] if injected else []))
-
-
 class Trainer:
     def __init__(self, config: Config, env, device: torch.device, started: float | None = None):
         self.config, self.env, self.device = config, env, device
         self.preemption = Preemption()  # first: a signal during setup must not kill the process
         self.goodput = Goodput(started)  # start-up counts from `started` (default: now)
         self.meter: Throughput | None = None  # the log window's counters, while fit() runs
-        train = config.train
         self.strategy = build_strategy(config, env, device)
         self.strategy.check()
         self.run_dir = Path(config.run_dir)
@@ -117,19 +107,25 @@ class Trainer:
         self.stop_reason = ""  # set by request_stop: the loop saves and ends after the current step
         self.checkpointer = Checkpointer(config.checkpoint, self.run_dir / "checkpoints", env)
         resume = self.checkpointer.find_resume()
-        self.layout = batch_layout(train.batch_size, train.grad_accum, env, resume)
+        # Over the data-parallel ranks: the ranks of one tensor-parallel group read the same batch.
+        self.layout = batch_layout(config, env, resume)
 
         # Same seed on every rank while building: the model starts identical everywhere (FSDP does not broadcast it)
         # and identical across world sizes, so runs on 1 and N processes are comparable step for step.
         seed_everything(config.seed)
         self.recipe: Recipe = resolve_recipe(config.recipe)(config)
         self.train_data, self.eval_data = recipe_checks.build_datasets(self.recipe)
-        self.steps_per_epoch = steps_per_epoch(len(self.train_data), self.layout.global_batch)
+        # Map-style data resumes by arithmetic from state.epoch/samples_in_epoch; a streaming source
+        # (steps_per_epoch None) from the loader's own state, which it registers with self.state.
+        self.loader = build_train_loader(self.train_data, self.layout, config.seed, config.data, device)
+        self.loader.register(self.state)
+        self.steps_per_epoch = self.loader.steps_per_epoch
         if self.steps_per_epoch == 0:
             layout = self.layout
             raise UsageError(
-                f"train.batch_size: global batch {layout.batch_size} x grad_accum {layout.grad_accum} x world size "
-                f"{env.world_size} = {layout.global_batch} exceeds the {len(self.train_data)} training samples; "
+                f"train.batch_size: global batch {layout.batch_size} x grad_accum {layout.grad_accum} x data-parallel "
+                f"ranks {layout.world_size} = {layout.global_batch} exceeds the {len(self.train_data)} training "
+                "samples; "
                 "lower train.batch_size or grad_accum, or use fewer processes"
             )
         model = recipe_checks.build_model(self.recipe)
@@ -153,6 +149,7 @@ class Trainer:
         # Steps between two preemption agreements (a collective, so only under several processes): every step until
         # the first log step has measured the step time, then `stop_check_every(step time)`.
         self.stop_check_every = 1
+        self.skipped_in_a_row = 0  # train.on_nan=skip: steps skipped since the last applied one (this process)
 
     def _finished_message(self) -> str:
         step, max_steps = self.state.step, self.config.train.max_steps
@@ -189,8 +186,8 @@ class Trainer:
         accum = layout.grad_accum
         distributed.print0(
             f"recipe {cfg.recipe} | strategy {strategy.describe()} | world size {self.env.world_size} | "
-            f"device {self.device.type} | global batch {layout.batch_size} x {accum} x {self.env.world_size} = "
-            f"{layout.global_batch} | {self.steps_per_epoch} steps/epoch | "
+            f"device {self.device.type} | global batch {layout.batch_size} x {accum} x {layout.world_size} = "
+            f"{layout.global_batch} | {self.steps_per_epoch or 'streaming, ?'} steps/epoch | "
             f"{strategy.num_parameters():,} parameters"
         )
         if self.env.is_main:  # after every check: a run that fails to start shows its error line alone
@@ -205,33 +202,37 @@ class Trainer:
             # One eval forward on two samples now, so that a recipe whose eval breaks fails in seconds, not after
             # train.eval_every steps (dist_train.recipe_checks).
             recipe_checks.check_eval(recipe, strategy.model, self.eval_data, recipe.metrics(), strategy.autocast)
-        epoch, step_in_epoch = data_position((state.epoch, state.samples_in_epoch), layout.global_batch,
-                                             self.steps_per_epoch)
-        batches = train_batches(
-            self.train_data, layout, cfg.seed, start_epoch=epoch, start_step_in_epoch=step_in_epoch,
-            num_workers=cfg.data.num_workers,
-        )
+        if self.steps_per_epoch is not None:
+            self.loader.seek(*data_position((state.epoch, state.samples_in_epoch), layout.global_batch,
+                                            self.steps_per_epoch))
+        batches = self.loader.batches()
         every = cfg.checkpoint.every
         callbacks = self.callbacks
         strategy.model.train()
         peak = peak_flops(self.device, cfg.tracking.peak_tflops)
-        meter = self.meter = self.goodput.meter = Throughput(layout.global_batch, self.env.world_size, self.device,
-                                                             recipe, peak)
+        meter = self.meter = self.goodput.meter = Throughput(
+            layout.global_batch, self.env.world_size, self.device, recipe, peak,
+            readers_per_batch=self.env.world_size // layout.world_size)
         # CPU tensors for a CPU run: `.to(device)` would only return them, at a few microseconds per tensor.
         move = self.device.type != "cpu"
+        l1_penalty = self.l1_penalty if train.l1 else None
         self.trackers.begin(state.step)
         callbacks.on_fit_start(self)
-        first_step = state.step + 1
+        first_step, last_step = state.step + 1, train.max_steps
+        if self.preemption.before_first_step():  # a stop signal during set-up: leave before training anything
+            result.preempted, result.exit_code = self.preemption.stopped(None, None), self.preemption.exit_code
+            distributed.print0(result.preempted)
+            last_step = 0
         next_stop_check = first_step
         global_batch = layout.global_batch  # a property: computed once, not per step
         remember_loss = self.non_finite.unchecked.append
         self.goodput.loop_starts()
-        for step in range(first_step, train.max_steps + 1):  # `step` counts optimizer steps, from 1
+        for step in range(first_step, last_step + 1):  # `step` counts optimizer steps, from 1
             callbacks.on_step_start(self, step)
             wait_start = time.perf_counter()
             epoch, step_in_epoch, micro_batches = next(batches)
             meter.data_wait_s += time.perf_counter() - wait_start
-            step_loss = None
+            losses = StepLoss(accum, self.device, l1_penalty)
             for i, batch in enumerate(micro_batches):
                 callbacks.on_micro_batch_start(self, step, i)
                 meter.add_tokens(batch)
@@ -243,17 +244,11 @@ class Trainer:
                             loss = recipe_checks.checked_loss(recipe, strategy.model, batch, layout.batch_size)
                         else:
                             loss = recipe.loss(recipe.forward(strategy.model, batch), batch)
-                    # Each micro-batch is 1/accum of this rank's share: summing loss/accum gradients gives the
-                    # gradient of the mean over the rank's samples; the strategy then averages over ranks.
-                    # The L1 term rides along in every micro-batch, so it too adds up to once per step.
-                    objective = loss + self.l1_penalty() if train.l1 else loss
-                    strategy.backward(objective / accum if accum > 1 else objective)  # x/1 would be one more op
-                # The step's summed loss, for logging and the non-finite checks: no zero tensor to start from, and
-                # no cast unless the recipe's loss is not float32.
-                detached = loss.detach()
-                if detached.dtype != torch.float32:
-                    detached = detached.float()
-                step_loss = detached if step_loss is None else step_loss + detached
+                    # A mean loss backpropagates loss/accum (summed over micro-steps: the gradient of the mean over
+                    # the rank's samples; the strategy then averages over ranks); a (sum, count) loss its sum,
+                    # divided by the global count in losses.finish (dist_train.token_weighted).
+                    strategy.backward(losses.add(loss))
+            step_loss = losses.finish(strategy, self.env.world_size)
             grad_norm = None
             if train.on_nan == "skip":
                 # The one per-step host sync of this policy: every rank must take the same branch before the
@@ -261,8 +256,14 @@ class Trainer:
                 if distributed.any_across_ranks(not bool(torch.isfinite(step_loss)), self.device):
                     strategy.skip_step()
                     state.skipped_steps += 1
+                    self.skipped_in_a_row += 1
                     distributed.print0(f"step {step}: non-finite loss on some rank; optimizer step skipped")
+                    error = skip_limit_error(train, step, state.skipped_steps, self.skipped_in_a_row,
+                                             self.last_checkpoint())
+                    if error is not None:
+                        raise error
                 else:
+                    self.skipped_in_a_row = 0
                     grad_norm = strategy.step()
             else:
                 remember_loss((step, step_loss))  # `stop`: checked at the next log/save step (NonFiniteLosses)
@@ -279,34 +280,37 @@ class Trainer:
                 eval_start = time.perf_counter()
                 result.eval = self.evaluate(step)
                 self.trackers.log({f"eval/{k}": v for k, v in result.eval.items()}, step)
-                self.excluded("eval", time.perf_counter() - eval_start)
-            result.steps = step
+                self.goodput.exclude("eval", time.perf_counter() - eval_start)
+            result.steps, result.skipped_steps = step, state.skipped_steps
             if step == train.max_steps or self.stop_reason:
                 if self.stop_reason:
                     distributed.print0(self.stop_reason)
                     result.stopped = self.stop_reason
                 self.save_checkpoint(step)
                 break
-            # Every rank reaches the same decision at the same steps (see stop_check_every), so all stop here.
+            # Every rank agrees at the same steps (stop_check_every comes from reduced figures), so all stop here.
             if step >= next_stop_check:
                 next_stop_check = step + self.stop_check_every
                 if self.preemption.requested():
                     self.save_checkpoint(step)
-                    result.preempted = self.preemption.saved(step)
+                    result.preempted = self.preemption.stopped(step, self.last_checkpoint())
+                    result.exit_code = self.preemption.exit_code
+                    distributed.print0(result.preempted)
                     break
             if every and step % every == 0:
                 self.save_checkpoint(step, blocking=False)
         stall_start = time.perf_counter()
-        self.checkpointer.wait()
-        self.excluded("checkpoint", time.perf_counter() - stall_start)
+        self.checkpointer.close()  # the pending commit, every rank's files flushed, keep-N applied
+        self.goodput.exclude("checkpoint", time.perf_counter() - stall_start)
         self.goodput.loop_ends()
         self._finish(result)
         return result
 
     def log_step(self, step: int, step_loss: torch.Tensor, epoch: int, grad_norm) -> dict[str, float]:
-        """The figures of a log step, identical on every rank, from one collective (dist_train.log_step)."""
-        first_bad, figures = log_step_figures(step_loss, self.layout.grad_accum, self.non_finite.first_bad_step(),
-                                              self.meter, self.goodput, self.device)
+        """The figures of a log step, identical on every rank, from one collective (dist_train.log_step). The
+        host syncs (.item(), .tolist() wait for the device) happen only here and in train.on_nan=skip."""
+        first_bad, figures = log_step_figures(step_loss, self.non_finite.first_bad_step(), self.meter,
+                                              self.goodput, self.device, self.env.world_size)
         self._raise_if_bad(first_bad)
         metrics = {"loss": figures.pop("loss"), "lr": self.strategy.lr, "epoch": epoch, **figures}
         if grad_norm is not None:
@@ -316,15 +320,9 @@ class Trainer:
         self.meter.restart()
         return metrics
 
-    def excluded(self, part: str, seconds: float) -> None:
-        """Time the loop spent outside training steps (`part`: eval or checkpoint): goodput counts it, the
-        throughput figures leave it out."""
-        if part == "eval":
-            self.goodput.eval_s += seconds
-        else:
-            self.goodput.checkpoint_s += seconds
-        if self.meter is not None:
-            self.meter.exclude(seconds)
+    def last_checkpoint(self) -> str | None:
+        done = self.checkpointer.complete()
+        return str(done[-1]) if done else None
 
     def _finish(self, result: RunResult) -> None:
         callbacks = self.callbacks
@@ -378,21 +376,30 @@ class Trainer:
         stall_start = time.perf_counter()
         self.raise_if_diverged()  # never a checkpoint of a diverged state
         layout = self.layout
+        self.loader.gather_state()  # a streaming loader collects every rank's position (a collective)
         manifest = Manifest(
             step=step, recipe=self.config.recipe, model=self.model_signature, world_size=self.env.world_size,
             batch_size=layout.batch_size, grad_accum=layout.grad_accum, global_batch=layout.global_batch,
-            strategy=self.strategy.name, config=resolved_dict(self.config),
+            strategy=self.strategy.name, config=self._resolved_config(),
         )
         self.checkpointer.save(step, self.strategy, self.state, manifest, blocking=blocking,
                                before_commit=lambda tmp: self.callbacks.before_checkpoint_commit(self, step, tmp),
                                on_saved=lambda path: self.callbacks.on_checkpoint_saved(self, step, path))
         if blocking:
             self.checkpointer.wait()
+        # What the save cost the loop (async: the copy to CPU memory and the wait for the previous save), the
+        # manifest and the streaming loader's state gathering included; one record per save.
         stall = time.perf_counter() - stall_start
-        self.excluded("checkpoint", stall)
+        self.goodput.exclude("checkpoint", stall)
         self.trackers.log({"checkpoint_stall_s": stall}, step)
         if self.record is not None:  # what a killed attempt leaves in run.json: its time up to its last save
             self.record.update(step, *self.goodput.for_record())
+
+    def _resolved_config(self) -> dict:
+        # The config does not change once training runs; resolving it (a YAML round trip) took ~20 ms per save.
+        if getattr(self, "_resolved", None) is None:
+            self._resolved = resolved_dict(self.config)
+        return self._resolved
 
     def raise_if_diverged(self) -> None:
         """train.on_nan=stop: end the run on every rank alike if any rank saw a non-finite loss."""
@@ -401,13 +408,12 @@ class Trainer:
 
     def _raise_if_bad(self, first_bad: float) -> None:
         if math.isfinite(first_bad):
-            done = self.checkpointer.complete()
-            raise NonFiniteLosses.error(first_bad, done[-1] if done else None)
+            raise NonFiniteLosses.error(first_bad, self.last_checkpoint())
 
     def evaluate(self, step: int) -> dict[str, float]:
         self.callbacks.on_eval_start(self, step)  # e.g. the EMA callback swaps its weights in
         values = evaluate(self.strategy.model, self.recipe, self.eval_data, self.config.eval_batch_size,
-                          self.env.rank, self.env.world_size, self.device, self.strategy.autocast)
+                          self.layout.rank, self.layout.world_size, self.device, self.strategy.autocast)
         self.strategy.model.train()
         self.callbacks.on_eval_end(self, step, values)
         return values

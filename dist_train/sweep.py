@@ -100,20 +100,6 @@ def ranked_table(trials: list[Trial], values: dict[int, float | None], swept: li
     return "\n".join(lines)
 
 
-def array_script(config: str, base_overrides: list[str], trials: list[Trial], base_run_dir: Path, workdir: Path,
-                 job_name: str) -> tuple[str, str]:
-    """(sbatch script, trials.txt): array task i runs line i+1 of trials.txt as `dist-train train` overrides."""
-    lines = "\n".join(shlex.join([*base_overrides, *t.overrides]) for t in trials) + "\n"
-    script = f"""#!/bin/bash
-# A dist-train sweep as a SLURM job array: task i trains trial i (one process) with line i+1 of trials.txt.
-#SBATCH --job-name={job_name}
-#SBATCH --array=0-{len(trials) - 1}
-#SBATCH --ntasks=1
-#SBATCH --output={base_run_dir.resolve()}/trial_%a.log
-set -euo pipefail
-cd {shlex.quote(str(workdir))}
-mapfile -t TRIALS < {shlex.quote(str((base_run_dir / 'trials.txt').resolve()))}
-eval "set -- ${{TRIALS[$SLURM_ARRAY_TASK_ID]}}"
-exec {shlex.quote(sys.executable)} -m dist_train train {shlex.quote(config)} "$@"
-"""
-    return script, lines
+def trials_file(trials: list[Trial]) -> str:
+    """trials.txt of a SLURM job array: line i+1 holds trial i's own overrides (shell words)."""
+    return "\n".join(shlex.join(t.overrides) for t in trials) + "\n"

@@ -6,6 +6,9 @@
 # Same as: dist-train launch CONFIG [key=value ...] --nodes NNODES --nproc-per-node NPROC --rdzv-endpoint HOST:PORT,
 # which also fails with a clear message when the head node cannot be reached.
 set -euo pipefail
+# A fresh rendezvous store per restart round: nodes restarting with different restart counts still meet
+# (docs/scaling-out.md, "Restarts on several nodes").
+export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
 [ $# -ge 4 ] || { echo "usage: $0 NNODES NPROC HEAD_HOST:PORT CONFIG [key=value ...]" >&2; exit 2; }
 nnodes=$1 nproc=$2 endpoint=$3; shift 3
 cmd=(torchrun --nnodes="$nnodes" --nproc-per-node="$nproc" --rdzv-backend=c10d --rdzv-endpoint="$endpoint"

@@ -6,6 +6,10 @@ the model predicts each next character. Validation reports bits per character (`
 cross-entropy of the validation text under the training text's character frequencies) is printed next to it. At
 the end, `on_train_end` samples text from the model.
 
+`data.path` may instead be a folder written by `dist-train data prepare` (token shards of any size, memory-mapped:
+dist_train.data.TokenWindows): the same recipe then models bytes (`--tokenizer byte`) or BPE tokens, `bpc` is bits
+per token, and the unigram baseline is taken over (at most) the first BASELINE_TOKENS tokens of each split.
+
 The transformer is built from this file's own blocks: `SinusoidalPositions`, `CausalSelfAttention` and a pre-LN
 `Block` (x + attn(ln(x)); x + mlp(ln(x))), the GPT-style layout.
 """
@@ -17,18 +21,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dist_train import distributed
 from dist_train.config.schema import positive
-from dist_train.data import InMemoryDataset
+from dist_train.data import InMemoryDataset, TokenShards, TokenWindows
 from dist_train.errors import UsageError
 from dist_train.metrics import Mean
 from dist_train.recipe import Recipe
 
 DEFAULT_PATH = "data/jargon.txt"
+BASELINE_TOKENS = 1 << 24
 
 
 @dataclass
@@ -139,17 +145,21 @@ class BitsPerCharacter(Mean):
 class CharText:
     """The text as integer codes, its vocabulary, and the split into training and validation windows."""
 
+    unit = "char"
+
     def __init__(self, path: str, cfg: DatasetConfig):
         p = Path(path)
         if not p.is_file():
             hint = "get it with: dist-train data fetch jargon --root data" if path == DEFAULT_PATH else \
                 f"or run dist-train data fetch jargon --root data and set data.path={DEFAULT_PATH}"
-            raise UsageError(f"data.path: text file '{path}' not found; point it at any UTF-8 text file, {hint}")
+            raise UsageError(f"data.path: text file '{path}' not found; point it at any UTF-8 text file or a folder "
+                             f"from dist-train data prepare, {hint}")
         try:
             text = p.read_text(encoding="utf-8")
         except UnicodeDecodeError as e:
             raise UsageError(f"data.path: '{path}' is not UTF-8 text (byte {e.start}: {e.reason})") from None
         self.chars = sorted(set(text))
+        self.vocab_size = len(self.chars)
         self.index = {c: i for i, c in enumerate(self.chars)}
         codes = torch.tensor([self.index[c] for c in text], dtype=torch.long)
         n_val = int(len(codes) * cfg.val_fraction)
@@ -158,17 +168,81 @@ class CharText:
             raise UsageError(f"data.path: '{path}' has {len(text)} characters, too few for dataset.block_size "
                              f"{cfg.block_size} with val_fraction {cfg.val_fraction}; use a longer text or a "
                              "smaller block_size")
+        self.block_size = cfg.block_size
 
-    def windows(self, codes: torch.Tensor, block_size: int) -> InMemoryDataset:
+    def datasets(self) -> tuple[InMemoryDataset, InMemoryDataset]:
+        return self.windows(self.train), self.windows(self.val)
+
+    def windows(self, codes: torch.Tensor) -> InMemoryDataset:
         """Non-overlapping (input, next-character target) windows."""
-        n = (len(codes) - 1) // block_size * block_size
-        return InMemoryDataset(codes[:n].view(-1, block_size), codes[1: n + 1].view(-1, block_size))
+        n = (len(codes) - 1) // self.block_size * self.block_size
+        return InMemoryDataset(codes[:n].view(-1, self.block_size), codes[1: n + 1].view(-1, self.block_size))
+
+    def describe(self) -> str:
+        return f"text: {len(self.train) + len(self.val):,} characters, vocabulary {self.vocab_size}"
 
     def unigram_bpc(self) -> float:
         """Bits per validation character under the training text's character frequencies (add-one smoothed)."""
-        counts = torch.bincount(self.train, minlength=len(self.chars)).double() + 1
-        log2p = (counts / counts.sum()).log2()
-        return -log2p[self.val].mean().item()
+        return unigram_bits(self.train, self.val, self.vocab_size)
+
+    def encode(self, text: str) -> list[int]:
+        return [self.index[c] for c in text if c in self.index]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.chars[i] for i in ids)
+
+
+class ShardText:
+    """Token shards from `dist-train data prepare`: the same interface as CharText, nothing loaded into memory."""
+
+    unit = "token"
+
+    def __init__(self, path: str, cfg: DatasetConfig, verify: str):
+        self.shards = TokenShards(path, verify)
+        self.train = TokenWindows(self.shards, cfg.block_size, "train", cfg.val_fraction)
+        self.val = TokenWindows(self.shards, cfg.block_size, "validation", cfg.val_fraction)
+        self.vocab_size = self.shards.vocab_size
+        self._tokenizer = None
+
+    def datasets(self) -> tuple[TokenWindows, TokenWindows]:
+        return self.train, self.val
+
+    def describe(self) -> str:
+        kind = self.shards.index.tokenizer["kind"]
+        return (f"token shards: {len(self.shards):,} tokens in {len(self.shards.index.shards)} shards ({kind}), "
+                f"vocabulary {self.vocab_size:,}")
+
+    def unigram_bpc(self) -> float:
+        """Bits per validation token under the training tokens' frequencies, over at most BASELINE_TOKENS each
+        (read in chunks: memory stays small whatever the corpus size)."""
+        seq, chunk = self.train.seq_len, 1 << 20
+        counts = np.ones(self.vocab_size, dtype=np.float64)  # add-one smoothed
+        end = min(len(self.train) * seq, BASELINE_TOKENS)
+        for start in range(0, end, chunk):
+            counts += np.bincount(self.shards.read(start, min(chunk, end - start)), minlength=self.vocab_size)
+        log2p = np.log2(counts / counts.sum())
+        first, bits = self.val.first * seq + 1, 0.0  # the validation targets
+        end = first + min(len(self.val) * seq, BASELINE_TOKENS)
+        for start in range(first, end, chunk):
+            bits -= log2p[self.shards.read(start, min(chunk, end - start))].sum()
+        return bits / (end - first)
+
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = self.shards.tokenizer()
+        return self._tokenizer
+
+    def encode(self, text: str) -> list[int]:
+        return [int(i) for i in self.tokenizer().encode(text)]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer().decode(ids)
+
+
+def unigram_bits(train: torch.Tensor, val: torch.Tensor, vocab_size: int) -> float:
+    counts = torch.bincount(train, minlength=vocab_size).double() + 1
+    log2p = (counts / counts.sum()).log2()
+    return -log2p[val].mean().item()
 
 
 class CharLM(Recipe):
@@ -176,16 +250,18 @@ class CharLM(Recipe):
 
     def __init__(self, config):
         super().__init__(config)
-        self.text: CharText | None = None
+        self.text: CharText | ShardText | None = None
 
-    def _text(self) -> CharText:
+    def _text(self) -> CharText | ShardText:
         if self.text is None:
-            self.text = CharText(self.config.data.path or DEFAULT_PATH, self.config.section("dataset"))
+            data, cfg = self.config.data, self.config.section("dataset")
+            path = data.path or DEFAULT_PATH
+            self.text = ShardText(path, cfg, data.verify) if Path(path).is_dir() else CharText(path, cfg)
         return self.text
 
     def build_model(self) -> nn.Module:
         cfg, block = self.config.section("model"), self.config.section("dataset").block_size
-        vocab = len(self._text().chars)
+        vocab = self._text().vocab_size
         if cfg.arch == "transformer":
             if cfg.dim % cfg.heads or cfg.dim % 2:
                 raise UsageError(f"model.dim: {cfg.dim} must be even and divisible by model.heads {cfg.heads}")
@@ -193,10 +269,10 @@ class CharLM(Recipe):
         return Recurrent(vocab, cfg, block)
 
     def build_datasets(self):
-        text, block = self._text(), self.config.section("dataset").block_size
-        distributed.print0(f"text: {len(text.train) + len(text.val):,} characters, vocabulary {len(text.chars)}, "
-                           f"unigram baseline {text.unigram_bpc():.3f} bits/char on validation")
-        return text.windows(text.train, block), text.windows(text.val, block)
+        text = self._text()
+        distributed.print0(f"{text.describe()}, unigram baseline {text.unigram_bpc():.3f} bits/{text.unit} on "
+                           "validation")
+        return text.datasets()
 
     def loss(self, outputs, batch):
         return F.cross_entropy(outputs.flatten(0, 1), batch[1].flatten())
@@ -208,8 +284,8 @@ class CharLM(Recipe):
         text, cfg = self._text(), self.config.section("sample")
         if "bpc" in eval_values:
             baseline = text.unigram_bpc()
-            distributed.print0(f"validation {eval_values['bpc']:.3f} bits/char vs unigram baseline {baseline:.3f} "
-                               f"({100 * (1 - eval_values['bpc'] / baseline):.0f}% lower)")
+            distributed.print0(f"validation {eval_values['bpc']:.3f} bits/{text.unit} vs unigram baseline "
+                               f"{baseline:.3f} ({100 * (1 - eval_values['bpc'] / baseline):.0f}% lower)")
         if cfg.length:
             distributed.print0(f"--- sample (temperature {cfg.temperature}) ---\n{self.sample(model, cfg)}\n---")
 
@@ -217,7 +293,7 @@ class CharLM(Recipe):
         """Temperature sampling, one character at a time. The generator is seeded from `seed`, so every rank draws
         the same text (and runs the same forwards, as a sharded model needs)."""
         text = self._text()
-        prompt = [text.index[c] for c in cfg.prompt if c in text.index] or [0]
+        prompt = text.encode(cfg.prompt) or [0]
         device = next(model.parameters()).device
         idx = torch.tensor([prompt], device=device)
         g = torch.Generator(device=device).manual_seed(self.config.seed)
@@ -225,4 +301,4 @@ class CharLM(Recipe):
             logits = model(idx[:, -model.block_size:])[0, -1].float() / cfg.temperature
             nxt = torch.multinomial(logits.softmax(-1), 1, generator=g)
             idx = torch.cat([idx, nxt[None]], dim=1)
-        return "".join(text.chars[i] for i in idx[0].tolist())
+        return text.decode(idx[0].tolist())

@@ -10,6 +10,7 @@ import pickle
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +125,27 @@ def _run(cmd, timeout, check, env_extra) -> subprocess.CompletedProcess:
             f"\n--- stderr\n{result.stderr[-4000:]}"
         )
     return result
+
+
+def worker_of_rank(agent_pids, rank: int, timeout_s: float = 120) -> int:
+    """The pid of the torchrun worker with RANK=rank among the children of the given agent pid(s), read from /proc."""
+    agent_pids = [agent_pids] if isinstance(agent_pids, int) else list(agent_pids)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for agent_pid in agent_pids:
+            try:
+                children = Path(f"/proc/{agent_pid}/task/{agent_pid}/children").read_text().split()
+            except OSError:
+                continue
+            for child in children:
+                try:
+                    environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                if f"RANK={rank}".encode() in environ:
+                    return int(child)
+        time.sleep(0.1)
+    raise AssertionError(f"no worker with RANK={rank} under torchrun {agent_pids}")
 
 
 def free_port() -> int:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from dist_train.metrics import MeanSquaredError
-from recipes.mlp_regression import MLPRegression, generate
+from dist_train.recipes.mlp_regression import MLPRegression, generate
 
 
 class DictRows:

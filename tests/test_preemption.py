@@ -10,24 +10,8 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from support import PREEMPTIBLE_RUN, REPO, RECIPES, assert_close_losses, env, run_torchrun, train_losses
-
-
-def worker_of_rank(agent_pid: int, rank: int, timeout_s: float = 120) -> int:
-    """The pid of torchrun's worker with RANK=rank (its children, read from /proc)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for child in Path(f"/proc/{agent_pid}/task/{agent_pid}/children").read_text().split():
-            try:
-                environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if f"RANK={rank}".encode() in environ:
-                return int(child)
-        time.sleep(0.2)
-    raise AssertionError(f"no worker with RANK={rank} under torchrun {agent_pid}")
+from support import PREEMPTIBLE_RUN, REPO, RECIPES, assert_close_losses, env, run_torchrun, train_losses, worker_of_rank
 
 
 def test_sigterm_to_one_rank_saves_on_all_and_resumes(fashion_root, tmp_path, uninterrupted_losses):
@@ -48,11 +32,57 @@ def test_sigterm_to_one_rank_saves_on_all_and_resumes(fashion_root, tmp_path, un
         if agent.poll() is None:
             agent.kill()
     assert agent.returncode == 0, out[-3000:]
-    step = int(re.search(r"preempted at step (\d+): checkpoint saved; run the same command again", out).group(1))
+    step = int(re.search(r"stopped by SIGTERM at step (\d+): checkpoint saved \(.*step_\1\); run the same command "
+                         r"again to resume", out).group(1))
     assert 10 <= step < 300 and len(train_losses(tmp_path)) < 300
 
     resumed = run_torchrun(2, *args).stdout
-    assert "preempted" not in resumed
+    assert "stopped by" not in resumed
     losses = train_losses(tmp_path)
     assert set(range(step + 1, 301)) <= set(losses)
     assert_close_losses(losses, {s: uninterrupted_losses[s] for s in losses}, rel=1e-5)
+
+
+SLOW = REPO / "tests" / "slow_rank_recipe.py"
+
+
+def interrupted_run(tmp_path, sleep_s: float, second_after_s: float | None):
+    """One process whose step 3 sleeps `sleep_s` in its forward; Ctrl-C (SIGINT) arrives during that sleep, and a
+    second one `second_after_s` later if given. Returns (exit code, stdout, stderr, seconds from first Ctrl-C)."""
+    args = ["train", RECIPES / "mlp_regression.yaml", f"recipe={SLOW}:SlowRank", f"run_dir={tmp_path}",
+            "dataset.n_train=256", "dataset.n_eval=32", "model.hidden=8", "train.max_steps=50", "train.log_every=1",
+            "train.eval_every=1000", "slow.rank=0", "slow.step=3", f"slow.seconds={sleep_s}"]
+    proc = subprocess.Popen([sys.executable, "-m", "dist_train", *map(str, args)], cwd=REPO, env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "metrics.jsonl").exists() or 2 not in train_losses(tmp_path):
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        first = time.monotonic()
+        if second_after_s is not None:
+            time.sleep(second_after_s)
+            proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        return proc.returncode, out, err, time.monotonic() - first
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_ctrl_c_saves_at_the_next_step_then_exits_130(tmp_path):
+    code, out, err, _ = interrupted_run(tmp_path, sleep_s=2, second_after_s=None)
+    assert code == 130, out + err
+    assert err.count("Ctrl-C: saving a checkpoint at the next step boundary, then stopping") == 1, err
+    step = int(re.search(r"stopped by Ctrl-C at step (\d+): checkpoint saved \((.*)\); run the same command again "
+                         r"to resume", out).group(1))
+    assert step >= 3 and (tmp_path / "checkpoints" / f"step_{step}" / "checkpoint.json").is_file()
+    assert max(train_losses(tmp_path)) == step < 50
+
+
+def test_second_ctrl_c_exits_at_once_without_saving(tmp_path):
+    code, out, err, took = interrupted_run(tmp_path, sleep_s=60, second_after_s=1.5)
+    assert code == 130 and "second Ctrl-C: stopping now, without saving" in err, out + err
+    assert took < 30  # not the 60 s the step sleeps
+    assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").glob("step_*"))

@@ -16,7 +16,7 @@ BROKEN = '''
 import torch
 from torch import nn
 from dist_train.data import InMemoryDataset
-from recipes.mlp_regression import MLPRegression
+from dist_train.recipes.mlp_regression import MLPRegression
 
 
 class NoModel(MLPRegression):

@@ -1,16 +1,15 @@
 """Sweeps: the trial plan (grid crossed, random drawn, reproducible), the ranked table, a real 2-trial sweep, and
-the SLURM array script run the way SLURM runs it (bash with SLURM_ARRAY_TASK_ID) for one task."""
+the SLURM array script (the sbatch template with --array)."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from dist_train import sweep
 from dist_train.errors import UsageError
-from support import REPO, RECIPES, env, read_metrics, run_cli
+from support import RECIPES, read_metrics, run_cli
 
 TINY = ["dataset.n_train=256", "dataset.n_eval=64", "model.hidden=8", "train.max_steps=4", "train.log_every=2",
         "train.eval_every=4", "scheduler.warmup_steps=0"]
@@ -78,17 +77,17 @@ def test_bad_trial_config_fails_before_any_trial_runs(tmp_path):
     assert not (tmp_path / "s").exists()
 
 
-def test_array_script_runs_a_trial_as_slurm_would(tmp_path):
-    base = tmp_path / "sweep"
-    trials = sweep.plan([("optimizer.lr", ["1e-3", "3e-3"])], [], None, 0, base)
-    config = str(RECIPES / "mlp_regression.yaml")
-    script, lines = sweep.array_script(config, TINY, trials, base, REPO, "t")
-    assert "#SBATCH --array=0-1" in script
-    base.mkdir()
-    (base / "trials.txt").write_text(lines)
-    (base / "a.sbatch").write_text(script)
-    subprocess.run(["bash", str(base / "a.sbatch")], env=env(SLURM_ARRAY_TASK_ID=1), check=True,
-                   capture_output=True, timeout=300)
-    assert not (base / "trial_000").exists()
-    assert "optimizer:\n  name: adamw\n  lr: 0.003" in (base / "trial_001" / "config.yaml").read_text()
-    assert any("eval/loss" in m for m in read_metrics(base / "trial_001"))
+def test_slurm_array_uses_the_batch_script_of_sbatch(tmp_path):
+    """One home for SLURM scripts: the array is the sbatch template plus `--array` and a trials file whose line i+1
+    holds task i's overrides. (Run on a real cluster, with a requeued task: tests/slurm/test_jobs.py.)"""
+    from dist_train.cluster.slurm import JobSpec, render
+
+    trials = sweep.plan([("optimizer.lr", ["1e-3", "3e-3"])], [], None, 0, tmp_path / "s")
+    lines = sweep.trials_file(trials).splitlines()
+    assert lines == [f"optimizer.lr=1e-3 run_dir={tmp_path}/s/trial_000",
+                     f"optimizer.lr=3e-3 run_dir={tmp_path}/s/trial_001"]
+    script = render(JobSpec(array_file=str(tmp_path / "trials.txt"), array_size=2), ["c.yaml"])
+    assert script.startswith(render(JobSpec(), ["c.yaml"]).split("#SBATCH")[0])  # same header
+    for line in ("#SBATCH --array=0-1", "#SBATCH --signal=B:USR1@120", "#SBATCH --requeue", "trap on_warning USR1",
+                 'job=${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}', 'scontrol requeue "$job"'):
+        assert line in script, line

@@ -40,7 +40,7 @@ def test_l1_penalty_is_l1_times_sum_of_absolute_weights_and_shrinks_them(tmp_pat
 
 COUNTING_RECIPE = '''
 import os
-from recipes.mlp_regression import MLPRegression
+from dist_train.recipes.mlp_regression import MLPRegression
 
 
 class Counting(MLPRegression):

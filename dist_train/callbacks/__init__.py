@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from dist_train.errors import UsageError, closest, one_of
+from dist_train.errors import UsageError, closest, key_text, one_of, shown
 
 # Registered names -> "module:Class" (imported only when named in a config).
 BUILTIN = {
@@ -112,17 +112,18 @@ def resolve_callback(name: str, key: str, base_dir: Path | None = None) -> type[
 
     if not isinstance(name, str) or not name:
         raise UsageError(f"{key}.name: expected a callback name ({one_of(BUILTIN)}) or path/to/file.py:ClassName, "
-                         f"got {name!r}")
+                         f"got {shown(name)}")
     if ":" not in name:
         if name not in BUILTIN:
-            raise UsageError(f"{key}.name: unknown callback '{name}'{closest(name, BUILTIN)}; registered: "
+            raise UsageError(f"{key}.name: unknown callback '{key_text(name, 200)}'{closest(name, BUILTIN)}; "
+                             "registered: "
                              f"{one_of(BUILTIN)}, or path/to/file.py:ClassName for your own")
         name = BUILTIN[name]
     target, _, class_name = name.rpartition(":")
     module = import_target(target, name, base_dir, what=f"{key}.name")
     cls = getattr(module, class_name, None)
     if not (inspect.isclass(cls) and issubclass(cls, Callback)):
-        raise UsageError(f"{key}.name: '{name}' has no Callback subclass named '{class_name}'")
+        raise UsageError(f"{key}.name: '{key_text(name, 200)}' has no Callback subclass named '{key_text(class_name)}'")
     return cls
 
 
@@ -152,17 +153,19 @@ def callback_specs(raw: Any, base_dir: Path | None) -> list[CallbackSpec]:
     if raw is None:
         return []
     if not isinstance(raw, list):
-        raise UsageError(f"callbacks: expected a list of {{name: ..., ...}} entries, got {raw!r}")
+        raise UsageError(f"callbacks: expected a list of {{name: ..., ...}} entries, got {shown(raw)}")
     specs = []
     for i, entry in enumerate(raw):
         key = f"callbacks[{i}]"
         if not isinstance(entry, dict) or "name" not in entry:
-            raise UsageError(f"{key}: expected a mapping with a name, e.g. {{name: profiler, start: 10}}, got {entry!r}")
+            raise UsageError(f"{key}: expected a mapping with a name, e.g. {{name: profiler, start: 10}}, got "
+                             f"{shown(entry)}")
         args = {k: v for k, v in entry.items() if k != "name"}
         cls = resolve_callback(entry["name"], key, base_dir)
         if cls.Config is None:
             if args:
-                raise UsageError(f"{key}: callback {entry['name']} takes no keys, got {', '.join(map(str, args))}")
+                raise UsageError(f"{key}: callback {key_text(entry['name'], 200)} takes no keys, got "
+                                 f"{shown(list(args))}")
             config = None
         else:
             config = build(cls.Config, args, key)

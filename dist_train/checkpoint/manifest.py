@@ -10,17 +10,17 @@ that wrote it and the resolved config (so `dist-train export` can rebuild the mo
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
+import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 MANIFEST = "checkpoint.json"
 FORMAT_VERSION = 2  # 2: trainer state in trainer_state.pt (TrainState), strategy state in strategy_state.pt
+MAX_BYTES = 64 << 20  # a manifest of thousands of files is < 1 MB; bigger is not one of ours (and not read)
+STRATEGY_NAMES = ("single", "ddp", "fsdp", "deepspeed")
 
 
 class InvalidCheckpoint(Exception):
@@ -40,64 +40,91 @@ class Manifest:
     config: dict[str, Any]
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # relative path -> {"size", "sha256"}
     format_version: int = FORMAT_VERSION
+    path: Any = field(default=None, repr=False, compare=False)  # where it was read from (not written)
 
-    def write(self, directory: Path) -> None:
-        part = directory / (MANIFEST + ".part")
-        with open(part, "w", encoding="utf-8") as f:
-            json.dump(dataclasses.asdict(self), f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(part, directory / MANIFEST)
+    def to_json(self) -> bytes:
+        data = {k: v for k, v in dataclasses.asdict(self).items() if k != "path"}
+        return json.dumps(data, indent=1).encode("utf-8")
 
     @classmethod
-    def read(cls, directory: Path) -> "Manifest":
-        path = Path(directory) / MANIFEST
-        if not path.is_file():
-            raise InvalidCheckpoint(f"no {MANIFEST} (an unfinished save, or not a checkpoint folder)")
+    def from_json(cls, data: bytes) -> "Manifest":
+        """A manifest whose every field has the type and range dist_train writes; InvalidCheckpoint naming the
+        first field that does not (a manifest is as untrusted as the rest of the folder)."""
+        if len(data) > MAX_BYTES:
+            raise InvalidCheckpoint(f"{MANIFEST} has {len(data)} bytes, more than any manifest dist_train writes")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            manifest = cls(**data)
-        except (ValueError, TypeError, UnicodeDecodeError) as e:
-            raise InvalidCheckpoint(f"{MANIFEST} is unreadable ({type(e).__name__}: {e})") from None
-        if manifest.format_version != FORMAT_VERSION:
-            raise InvalidCheckpoint(f"{MANIFEST} has format {manifest.format_version}, this version reads {FORMAT_VERSION}")
-        return manifest
+            raw = json.loads(data.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
+            raise InvalidCheckpoint(f"{MANIFEST} is unreadable ({type(e).__name__}: {_short(e)})") from None
+        if not isinstance(raw, dict):
+            raise InvalidCheckpoint(f"{MANIFEST} is not a JSON object (got {type(raw).__name__})")
+        names = [f.name for f in dataclasses.fields(cls) if f.name != "path"]
+        unknown = sorted(set(raw) - set(names))
+        missing = [n for n in names if n not in raw and n not in ("files", "format_version")]
+        if unknown or missing:
+            what = f"unknown keys {_short(unknown)}" if unknown else f"missing keys {missing}"
+            raise InvalidCheckpoint(f"{MANIFEST} has {what}")
+        version = raw.get("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION or isinstance(version, bool):
+            raise InvalidCheckpoint(f"{MANIFEST} has format {_short(version)}, this version reads {FORMAT_VERSION}")
+        _count("step", raw["step"], 0)
+        for key in ("world_size", "batch_size", "grad_accum", "global_batch"):
+            _count(key, raw[key], 1)
+        if raw["global_batch"] != raw["batch_size"] * raw["grad_accum"] * raw["world_size"]:
+            raise InvalidCheckpoint(
+                f"{MANIFEST}: global_batch {raw['global_batch']} is not batch_size x grad_accum x world_size "
+                f"({raw['batch_size']} x {raw['grad_accum']} x {raw['world_size']})")
+        if not isinstance(raw["recipe"], str) or not raw["recipe"]:
+            _bad("recipe", raw["recipe"], "a recipe name or path/to/file.py:ClassName")
+        if raw["strategy"] not in STRATEGY_NAMES:
+            _bad("strategy", raw["strategy"], f"one of {', '.join(STRATEGY_NAMES)}")
+        if not isinstance(raw["config"], dict):
+            _bad("config", raw["config"], "a mapping of config keys")
+        _check_model(raw["model"])
+        _check_files(raw.get("files", {}))
+        return cls(**raw)
 
 
-def sha256_file(path: Path, sync: bool = False) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-        if sync:
-            os.fsync(f.fileno())
-    return h.hexdigest()
+def _short(value, limit: int = 80) -> str:
+    text = repr(value) if not isinstance(value, BaseException) else str(value)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def describe_files(directory: Path) -> dict[str, dict[str, Any]]:
-    """Size and checksum of every file under `directory` (fsynced on the way: the rename that commits the
-    checkpoint must not reach the disk before the data it vouches for)."""
-    files = {}
-    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST):
-        rel = path.relative_to(directory).as_posix()
-        files[rel] = {"size": path.stat().st_size, "sha256": sha256_file(path, sync=True)}
-    return files
+def _bad(key: str, value, valid: str):
+    raise InvalidCheckpoint(f"{MANIFEST}: {key} is {_short(value)}, expected {valid}")
 
 
-def verify(directory: Path) -> Manifest:
-    """The manifest of an intact checkpoint; InvalidCheckpoint naming the first file that is missing, truncated or
-    altered otherwise."""
-    manifest = Manifest.read(directory)
-    for rel, expected in manifest.files.items():
-        path = directory / rel
-        if not path.is_file():
-            raise InvalidCheckpoint(f"file {rel} is missing")
-        size = path.stat().st_size
-        if size != expected["size"]:
-            raise InvalidCheckpoint(f"file {rel} has {size} bytes, the manifest says {expected['size']} (truncated?)")
-        if sha256_file(path) != expected["sha256"]:
-            raise InvalidCheckpoint(f"file {rel} does not match its SHA-256 checksum (altered or corrupted)")
-    return manifest
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _count(key: str, value, low: int) -> None:
+    if not _is_int(value) or value < low:
+        _bad(key, value, f"an integer >= {low}")
+
+
+def _check_model(model) -> None:
+    if not isinstance(model, dict) or not model:
+        _bad("model", model, "a mapping of tensor names to shapes")
+    for name, shape in model.items():
+        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+            _bad(f"model[{_short(name, 40)}]", shape, "a list of non-negative integers (a tensor shape)")
+
+
+def _check_files(files) -> None:
+    if not isinstance(files, dict) or not files:
+        _bad("files", files, "a mapping of file names to their size and sha256")
+    for rel, entry in files.items():
+        parts = rel.split("/")
+        if not rel or rel.startswith("/") or "\\" in rel or any(p in ("", ".", "..") for p in parts) or rel == MANIFEST:
+            _bad("files", rel, "paths inside the checkpoint folder")
+        if (not isinstance(entry, dict) or set(entry) != {"size", "sha256"} or not _is_int(entry["size"])
+                or entry["size"] < 0 or not isinstance(entry["sha256"], str) or not _HEX64.fullmatch(entry["sha256"])):
+            _bad(f"files[{_short(rel, 40)}]", entry, "{\"size\": bytes, \"sha256\": 64 hex digits}")
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def model_signature(model: nn.Module) -> dict[str, list[int]]:

@@ -16,10 +16,15 @@ from dist_train.checkpoint.manifest import Manifest
 from dist_train.data import BatchLayout
 
 
-def batch_layout(batch_size: int, grad_accum: int, env, resume: Manifest | None) -> BatchLayout:
+def batch_layout(config, env, resume: Manifest | None) -> BatchLayout:
     """The batch layout of this run, derived once: the config's, or on a resume from another world size the one
-    that keeps the checkpoint's global batch. The strategy and the data order receive it; the config stays as given."""
-    layout = BatchLayout(batch_size, grad_accum, env.world_size, env.rank)
+    that keeps the checkpoint's global batch. The strategy and the data order receive it; the config stays as given.
+    It spans the data-parallel ranks (dist_train.parallel_dims): the ranks of a tensor-parallel group share one
+    place in it, as they read the same batch."""
+    from dist_train.parallel_dims import ParallelDims
+
+    dims = ParallelDims.from_config(config, env.world_size)
+    layout = BatchLayout(config.train.batch_size, config.train.grad_accum, dims.dp, dims.dp_rank(env.rank))
     return layout if resume is None else keep_global_batch(resume, layout)
 
 

@@ -17,9 +17,10 @@ class DistEnv:
     launcher: str  # "single", "torchrun", ...
     # torchrun's agent already runs the TCPStore server; when no agent does (srun without torchrun), rank 0 hosts it.
     agent_hosts_store: bool = False
+    nodes: int = 1  # launcher agents in this round (torchrun's GROUP_WORLD_SIZE), 1 when unknown
 
     @classmethod
-    def single(cls) -> "DistEnv":
+    def single(cls) -> DistEnv:
         return cls(0, 0, 1, 1, "127.0.0.1", 0, 0, "single")
 
     @property

@@ -1,11 +1,13 @@
-"""`dist-train export CHECKPOINT --format torchscript|onnx|state_dict [--out FILE]`: one consolidated model file.
+"""`dist-train export CHECKPOINT --format torchscript|onnx|state_dict [--out FILE] [--weights auto|model|ema]`: one
+consolidated model file (`auto`: the EMA of the weights when the run kept one, as its evaluation used).
 
 Works in one process on a checkpoint written by any strategy and world size: the model is rebuilt from the config
 saved in the checkpoint's manifest (a recipe outside the bundled ones must be named with --recipe: a checkpoint
-never makes dist-train import code, see dist_train/checkpoint/rebuild.py), and the strategy that wrote it loads the weights into that plain model (DCP
-assembles full tensors from the shards). TorchScript and ONNX need an example input: the first two samples of the
-recipe's eval (else train) dataset, as the recipe's `inputs(batch)` gives them (a tensor, or a dict of keyword
-inputs for dict batches); the batch dimension stays dynamic.
+never makes dist-train import code, see dist_train/checkpoint/rebuild.py), and the strategy that wrote it loads the
+weights into that plain model (DCP assembles full tensors from the shards), through the same verified, code-free
+readers as a resume (dist_train/checkpoint/offline.py, safe_load.py). TorchScript and ONNX need an example input:
+the first two samples of the recipe's eval (else train) dataset, as the recipe's `inputs(batch)` gives them (a
+tensor, or a dict of keyword inputs for dict batches); the batch dimension stays dynamic.
 """
 
 from __future__ import annotations
@@ -19,28 +21,28 @@ SUFFIX = {"torchscript": ".torchscript.pt", "onnx": ".onnx", "state_dict": ".sta
 
 
 def main(args) -> int:
-    from dist_train.checkpoint.manifest import InvalidCheckpoint, verify
+    from dist_train.checkpoint.offline import open_verified
 
-    directory = Path(args.checkpoint)
-    if not directory.is_dir():
-        raise UsageError(f"export: checkpoint '{directory}' is not a folder; give run_dir/checkpoints/step_<N>")
-    try:
-        manifest = verify(directory)
-    except InvalidCheckpoint as e:
-        raise UsageError(f"export: '{directory}' is not a usable checkpoint: {e}") from None
-    out = Path(args.out) if args.out else directory.parent.parent / "export" / f"step_{manifest.step}{SUFFIX[args.format]}"
+    directory, manifest = open_verified(args.checkpoint, "export")
+    if args.out:
+        out = Path(args.out)
+    elif isinstance(directory, str):
+        raise UsageError("export: give --out for a checkpoint on an object store (the default is beside the run)")
+    else:
+        out = directory.parent.parent / "export" / f"step_{manifest.step}{SUFFIX[args.format]}"
 
     import torch
 
     from dist_train import recipe_checks
-    from dist_train.checkpoint.rebuild import config_from_checkpoint
+    from dist_train.checkpoint.rebuild import chosen_weights, config_from_checkpoint
     from dist_train.recipe import resolve_recipe
     from dist_train.strategies import strategy_class
 
     config = config_from_checkpoint(manifest, [], args.recipe, "export")
     recipe = resolve_recipe(config.recipe)(config)
     model = recipe_checks.build_model(recipe)
-    strategy_class(manifest.strategy).load_consolidated(directory, model)
+    weights = chosen_weights(strategy_class(manifest.strategy), directory, args.weights, "export")
+    strategy_class(manifest.strategy).load_consolidated(directory, model, weights)
     model.eval()
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -52,7 +54,7 @@ def main(args) -> int:
             export_onnx(model, example_input(recipe), out)
     except OSError as e:
         raise UsageError(f"export: cannot write '{out}': {e.strerror}") from None
-    print(f"exported step {manifest.step} ({manifest.recipe}) as {args.format}: {out}")
+    print(f"exported step {manifest.step} ({manifest.recipe}, {weights} weights) as {args.format}: {out}")
     return 0
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dist_train.launch.torchrun import LaunchPlan, launch
+from dist_train.cluster.torchrun import LaunchPlan, launch
 
 
 def main(args) -> int:

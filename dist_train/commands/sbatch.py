@@ -1,5 +1,5 @@
 """`dist-train sbatch CONFIG [key=value ...] --nodes N --gpus-per-node G`: write the job script into the run
-directory and submit it (`--dry-run` prints it instead)."""
+directory and submit it (`--dry-run` prints it instead). The script itself: dist_train.cluster.slurm."""
 
 from __future__ import annotations
 
@@ -7,14 +7,17 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from dist_train.launch.sbatch import JobSpec, render, require_sbatch, submit
+from dist_train.cluster.slurm import JobSpec, render, require_sbatch, submit
 
 
 def main(args) -> int:
     spec = JobSpec(nodes=args.nodes, gpus_per_node=args.gpus_per_node, procs_per_node=args.procs_per_node,
                    partition=args.partition or "", time=args.time, job_name=args.job_name,
-                   cpus_per_task=args.cpus_per_task, signal_lead_s=args.signal_lead, python=sys.executable)
+                   cpus_per_task=args.cpus_per_task, signal_lead_s=args.signal_lead, python=sys.executable,
+                   max_restarts=args.max_restarts)
     spec.check()  # before the config: these need no torch import
+    for warning in spec.warnings():
+        print(warning, file=sys.stderr)
     from dist_train.config import load
 
     config = load(args.config, args.overrides)  # a bad config fails here, not in the queue hours later

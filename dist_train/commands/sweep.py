@@ -8,7 +8,7 @@ With --slurm it writes a job-array script and trials.txt under the run_dir and s
 
 from __future__ import annotations
 
-import shutil
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -59,18 +59,20 @@ def main(args) -> int:
 
 
 def _submit(args, trials, base_dir: Path) -> int:
-    if not shutil.which("sbatch"):
-        raise UsageError("sweep --slurm: sbatch not found on PATH; run on a SLURM login node, or drop --slurm")
+    """One SLURM job array, the same batch script as `dist-train sbatch` (signals, requeue of the task's own id)."""
+    from dist_train.cluster.slurm import JobSpec, render, require_sbatch, submit
+
+    spec = JobSpec(procs_per_node=args.nproc, partition=args.partition or "", time=args.time,
+                   job_name="dist-train-sweep", python=sys.executable, output=str(base_dir.resolve() / "trial_%a.log"),
+                   array_file=str((base_dir / "trials.txt").resolve()), array_size=len(trials))
+    script = render(spec, [args.config, *args.overrides])
+    require_sbatch("sweep --slurm")  # before writing anything
     base_dir.mkdir(parents=True, exist_ok=True)
-    script, lines = sweep.array_script(args.config, args.overrides, trials, base_dir, Path.cwd(), "dist-train-sweep")
-    (base_dir / "trials.txt").write_text(lines)
+    (base_dir / "trials.txt").write_text(sweep.trials_file(trials))
     path = base_dir / "sweep_array.sbatch"
     path.write_text(script)
-    result = subprocess.run(["sbatch", "--parsable", str(path)], capture_output=True, text=True)
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise UsageError(f"sweep --slurm: sbatch {path} failed: {last}")
-    job = result.stdout.strip().split(";")[0]
+    job = submit(path, "sweep --slurm")
     print(f"submitted job array {job} ({len(trials)} trials): {path}")
-    print("when it has run: " + " ".join(["dist-train", *sys.argv[2:]]).replace("--slurm", "--collect"))
+    collect = ["--collect" if a == "--slurm" else a for a in sys.argv[1:]]  # argv[1] is the subcommand, `sweep`
+    print("when it has run: " + shlex.join(["dist-train", *collect]))
     return 0

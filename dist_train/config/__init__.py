@@ -14,9 +14,10 @@ from typing import Any
 
 import yaml
 
-from dist_train.config.schema import Config
+from dist_train.config.schema import Config, SlurmConfig
 from dist_train.config.typed import build, to_dict
-from dist_train.errors import UsageError, closest, one_of
+from dist_train.config.yaml_loader import MAX_FILE_BYTES, YamlRefused, check_plain, parse, unshared
+from dist_train.errors import SHOWN_CHARS, UsageError, closest, key_text, one_line, one_of, shown
 
 __all__ = ["Config", "load", "load_file", "apply_overrides", "to_yaml", "to_dict", "warnings_for"]
 
@@ -27,44 +28,71 @@ def load(path: str | os.PathLike, overrides: list[str] = ()) -> Config:
     return from_dict(raw, base_dir=Path(path).resolve().parent)
 
 
+def slurm_section(path: str | os.PathLike, overrides: list[str] = ()) -> SlurmConfig:
+    """Only the `slurm:` section, checked: what a batch script needs before any process starts (no recipe import)."""
+    raw = load_file(path)
+    apply_overrides(raw, overrides)
+    return build(SlurmConfig, raw.get("slurm"), "slurm")
+
+
 def load_file(path: str | os.PathLike) -> dict:
+    name = key_text(str(path), SHOWN_CHARS)
     p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"config file '{path}' not found (give the path of a YAML file, e.g. recipes/fashion_mnist_mlp.yaml)")
+    hint = "give the path of a YAML file, e.g. recipes/fashion_mnist_mlp.yaml"
     try:
-        data = yaml.safe_load(p.read_text())
+        if "\0" in str(path) or not p.is_file():
+            raise UsageError(f"config file '{name}' not found ({hint})")
+        if p.stat().st_size > MAX_FILE_BYTES:
+            raise UsageError(f"{name}: {p.stat().st_size:,} bytes is too large for a config file "
+                             f"(at most {MAX_FILE_BYTES:,}; {hint})")
+        text = p.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise UsageError(f"config file '{name}': cannot read it: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{name}: not a UTF-8 text file") from None
+    try:
+        data = parse(text)
+    except YamlRefused as e:
+        raise UsageError(f"{name} {e}") from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UsageError(f"{path}{where}: malformed YAML: {e.problem or e.context}") from None
-    except yaml.YAMLError as e:
-        raise UsageError(f"{path}: malformed YAML: {e}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: not a UTF-8 text file") from None
+        raise UsageError(f"{name}{where}: malformed YAML: {one_line(e.problem or e.context)}") from None
+    except (yaml.YAMLError, ValueError, OverflowError) as e:  # ValueError: e.g. an integer of > 4300 digits
+        raise UsageError(f"{name}: malformed YAML: {one_line(e)}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise UsageError(f"{path}: expected a mapping of config keys at the top level, got {type(data).__name__}")
-    return data
+        raise UsageError(f"{name}: expected a mapping of config keys at the top level, got {type(data).__name__}")
+    return unshared(data)
 
 
 def apply_overrides(raw: dict, overrides) -> None:
-    """Apply `a.b.c=value` overrides in place; values are parsed as YAML (`null`, `true`, `[1, 2]`, `1.0e-3`)."""
+    """Apply `a.b.c=value` overrides in place; values are parsed as YAML (`null`, `true`, `[1, 2]`, `1.0e-3`);
+    text that is not valid YAML is taken as a string."""
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
-        if not sep or not key or any(not part for part in key.split(".")):
-            raise UsageError(f"override '{item}': expected key=value with a dotted key, e.g. train.max_steps=50")
+        where = f"override {shown(item)}"
+        if not sep or not key or any(not part.strip() for part in key.split(".")):
+            raise UsageError(f"{where}: expected key=value with a dotted key, e.g. train.max_steps=50")
+        if not key.isprintable() or len(key) > 200:
+            raise UsageError(f"{where}: the key {shown(key, 100)} is not a config key (dotted names such as "
+                             "train.max_steps, no newlines or control characters)")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
+            value = unshared(parse(text)) if text.strip() else None
+        except YamlRefused as e:
+            raise UsageError(f"{where}: {e}") from None
+        except (yaml.YAMLError, ValueError, OverflowError):
             value = text
         node = raw
         parts = key.split(".")
         for i, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
+            child = node.get(part)
+            if child is None:  # absent, or `null` in the file (e.g. tracking.wandb): the override creates it
+                child = node[part] = {}
             if not isinstance(child, dict):
-                raise UsageError(f"override '{item}': {'.'.join(parts[: i + 1])} is not a section (it is {child!r})")
+                raise UsageError(f"{where}: {'.'.join(parts[: i + 1])} is not a section (it is {shown(child)})")
             node = child
         node[parts[-1]] = value
 
@@ -76,11 +104,14 @@ def from_dict(raw: dict, base_dir: Path | None = None) -> Config:
     from dist_train.callbacks import callback_specs
     from dist_train.recipe import canonical_name, resolve_recipe
 
+    if not isinstance(raw, dict):
+        raise UsageError(f"config: expected a mapping of config keys, got {shown(raw)}")
+    check_plain(raw)
     raw = dict(raw)
     core_keys = [f.name for f in dataclasses.fields(Config) if f.name not in ("sections", "callbacks")]
     recipe_name = raw.get("recipe", Config.recipe)
-    if not isinstance(recipe_name, str):
-        raise UsageError(f"recipe: expected a recipe name or path/to/file.py:ClassName, got {recipe_name!r}")
+    if not isinstance(recipe_name, str) or not recipe_name.strip() or not recipe_name.isprintable():
+        raise UsageError(f"recipe: expected a recipe name or path/to/file.py:ClassName, got {shown(recipe_name)}")
     callbacks = raw.pop("callbacks", None)
     config = build(Config, {k: v for k, v in raw.items() if k in core_keys}, "")
 
@@ -90,7 +121,8 @@ def from_dict(raw: dict, base_dir: Path | None = None) -> Config:
     for name in raw:
         if name not in core_keys:
             valid = core_keys + ["callbacks"] + list(section_types)
-            raise UsageError(f"{name}: unknown key{closest(name, valid)}; valid top-level keys: {one_of(valid)}")
+            raise UsageError(f"{key_text(name)}: unknown key{closest(name, valid)}; valid top-level keys: "
+                             f"{one_of(valid)}")
     config.recipe = canonical_name(recipe_name, base_dir)
     config.sections = sections
     config.callbacks = callback_specs(callbacks, base_dir)

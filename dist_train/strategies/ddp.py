@@ -10,15 +10,16 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from dist_train.strategies.base import NO_CONTEXT, TorchStrategy
-from dist_train.strategies.transforms import apply_compile
+from dist_train.strategies.parallelize import parallelize
 
 
 class DDPStrategy(TorchStrategy):
     name = "ddp"
 
     def wrap(self, model: nn.Module) -> nn.Module:
-        if self.config.train.compile:
-            apply_compile([model])  # before wrapping, as for fsdp (see transforms.py)
+        # Checkpointing and compile before wrapping, as for fsdp (see parallelize.py).
+        parallelize(model, self.units, ac_every=self.ac_every,
+                    compile_modules=[model] if self.config.train.compile else None)
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=device_ids)
 

@@ -1,17 +1,16 @@
-"""One process, no wrapper: the model trains as written (compiled in place with `train.compile`)."""
+"""One process, no wrapper: the model trains as written (activation checkpointing and compile applied in place)."""
 
 from __future__ import annotations
 
 from torch import nn
 
 from dist_train.strategies.base import TorchStrategy
-from dist_train.strategies.transforms import apply_compile
+from dist_train.strategies.parallelize import parallelize
 
 
 class SingleStrategy(TorchStrategy):
     name = "single"
 
     def wrap(self, model: nn.Module) -> nn.Module:
-        if self.config.train.compile:
-            apply_compile([model])
-        return model
+        return parallelize(model, self.units, ac_every=self.ac_every,
+                           compile_modules=[model] if self.config.train.compile else None)

@@ -55,6 +55,16 @@ class Goodput:
         self.checkpoint_s = 0.0
         self.meter = None  # anything with a `data_wait_s` (dist_train.tracking.throughput.Throughput)
 
+    def exclude(self, part: str, seconds: float) -> None:
+        """Time the loop spent outside training steps (`part`: "eval" or "checkpoint"): counted here, and left out
+        of the throughput meter's window, so step_time_s and samples_per_s measure training steps alone."""
+        if part == "eval":
+            self.eval_s += seconds
+        else:
+            self.checkpoint_s += seconds
+        if self.meter is not None:
+            self.meter.exclude(seconds)
+
     def loop_starts(self) -> None:
         self.loop_started = time.perf_counter()
 
@@ -73,7 +83,6 @@ class Goodput:
         train = max(0.0, loop - data_wait_s - self.eval_s - self.checkpoint_s)
         return {"wall": now - self.started, "train": train, "startup": startup, "data_wait": data_wait_s,
                 "eval": self.eval_s, "checkpoint": self.checkpoint_s, "other": other}
-
 
     def for_record(self) -> tuple[float, dict[str, float]]:
         """(elapsed s, seconds by part) as run.json keeps them."""

@@ -9,33 +9,53 @@ interruption) are dropped, since the resumed run logs those steps again, and a l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
 
-from dist_train.errors import UsageError
+from dist_train.errors import RunError, UsageError
 from dist_train.tracking import Tracker
 from dist_train.tracking.run_record import now
 
 
 class JsonlTracker(Tracker):
     def __init__(self, path: Path, resume_step: int | None = None):
-        if resume_step is not None and path.is_file():
-            kept = [r for r in read_records(path) if r.get("step", 0) <= resume_step]
-            part = path.with_name(path.name + ".part")
-            part.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-            part.replace(path)
-            self.file = open(path, "a", encoding="utf-8")
-        else:
-            self.file = open(path, "w", encoding="utf-8")
+        self.path, self.file = path, None
+        with self._writing("while opening it"):
+            if resume_step is not None and path.is_file():
+                kept = [r for r in read_records(path) if r.get("step", 0) <= resume_step]
+                part = path.with_name(path.name + ".part")
+                part.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+                part.replace(path)
+                self.file = open(path, "a", encoding="utf-8")
+            else:
+                self.file = open(path, "w", encoding="utf-8")
 
     def log(self, metrics, step):
         record = {"step": step, "time": now(), **{k: _plain(v) for k, v in metrics.items()}}
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        with self._writing(f"at step {step}"):
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
 
     def close(self):
-        self.file.close()
+        if self.file is None:
+            return
+        file, self.file = self.file, None
+        try:
+            file.close()
+        except OSError:
+            pass  # the write that failed was reported already; its buffered line is lost either way
+
+    @contextlib.contextmanager
+    def _writing(self, what: str):
+        """A full disk or a vanished file system is the run's end, not a bug: one line (exit 1) saying what the
+        metrics file holds. Checkpoints are written elsewhere and committed atomically, so they are intact."""
+        try:
+            yield
+        except OSError as e:
+            raise RunError(f"metrics: writing {self.path} failed {what}: {e.strerror or e}; the run stops (its "
+                           "checkpoints are intact: free the space and run the same command again to resume)") from None
 
 
 def _plain(v):

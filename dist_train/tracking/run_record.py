@@ -53,7 +53,12 @@ class RunRecord:
     def update(self, last_step: int, elapsed_s: float, time_s: dict[str, float]) -> None:
         """The running attempt's progress (at each checkpoint): what a killed attempt leaves behind."""
         self.data["attempts"][-1].update({"last_step": last_step, "elapsed_s": round(elapsed_s, 3), "time_s": time_s})
-        self._write()
+        try:
+            self._write()
+        except OSError:
+            # Progress only: a full disk must not end the run here, with a traceback, after a good checkpoint;
+            # metrics.jsonl's next write says it in one line, and the next update or the end writes it again.
+            pass
 
     def end(self, status: str, last_step: int, elapsed_s: float, detail: str = "",
             time_s: dict[str, float] | None = None) -> None:

@@ -59,8 +59,11 @@ class Throughput:
     # How each entry of `local()` combines across ranks (dist_train.distributed.reduce_columns).
     REDUCE = ("max", "max", "max", "sum")
 
-    def __init__(self, global_batch: int, world_size: int, device: torch.device, recipe, peak: float | None):
+    def __init__(self, global_batch: int, world_size: int, device: torch.device, recipe, peak: float | None,
+                 readers_per_batch: int = 1):
         self.global_batch, self.world_size, self.device = global_batch, world_size, device
+        # Ranks that read the same micro-batch (a tensor-parallel group): their tokens are counted once.
+        self.readers_per_batch = readers_per_batch
         self.recipe = recipe
         self.count_tokens = True  # until the recipe says it has no tokens (tokens_in returns None)
         flops = recipe.flops_per_sample()
@@ -109,7 +112,7 @@ class Throughput:
             "peak_mem_gib": peak_mem / 2**30,
         }
         if self.count_tokens:
-            figures["tokens_per_s"] = tokens / elapsed
+            figures["tokens_per_s"] = tokens / self.readers_per_batch / elapsed
         if self.flops_ratio is not None:
             figures["mfu"] = self.flops_ratio * samples_per_s
         return figures

@@ -53,3 +53,77 @@ def assert_same_tensors(a: dict, b: dict) -> None:
 
 def losses(run_dir: Path) -> dict[int, float]:
     return train_losses(run_dir)
+
+
+# ---------------------------------------------------------------- tampering, as whoever ships a checkpoint can
+
+class RunCommand:
+    """Pickles as `os.system(command)`: unpickling it runs the command."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (self.command,))
+
+
+class ThenReal:
+    """Pickles as `(os.system(command), real)[1]`: unpickling runs the command, then yields the real object, so a
+    reader that does not refuse it goes on as if nothing happened."""
+
+    def __init__(self, command: str, real):
+        self.command, self.real = command, real
+
+    def __reduce__(self):
+        import operator
+
+        return (operator.getitem, ((RunCommand(self.command), self.real), 1))
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def rehash(step_dir: Path, add: tuple[str, ...] = ()) -> None:
+    """Rewrite checkpoint.json's sizes and SHA-256 sums to match the files as they are now (plus `add`)."""
+    import hashlib
+    import json
+
+    manifest_path = step_dir / "checkpoint.json"
+    manifest = json.loads(manifest_path.read_text())
+    for rel in [*manifest["files"], *add]:
+        data = (step_dir / rel).read_bytes()
+        manifest["files"][rel] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    manifest_path.write_text(json.dumps(manifest))
+
+
+def plant_metadata_payload(step_dir: Path, command: str) -> None:
+    """Replace .metadata with a pickle that runs `command` and then returns the real metadata; re-hash."""
+    import pickle
+
+    with open(step_dir / ".metadata", "rb") as f:
+        real = pickle.load(f)  # the test's own, untampered file
+    (step_dir / ".metadata").write_bytes(pickle.dumps(ThenReal(command, real)))
+    rehash(step_dir)
+
+
+def plant_torch_payload(step_dir: Path, name: str, command: str) -> None:
+    """Replace a torch.save file (trainer_state.pt, rng_rank0.pt) with one that runs `command` when loaded with
+    weights_only=False and then returns the real content; re-hash."""
+    real = torch.load(step_dir / name, weights_only=True)
+    torch.save(ThenReal(command, real), step_dir / name)
+    rehash(step_dir)
+
+
+def edit_manifest(step_dir: Path, **fields) -> None:
+    import json
+
+    path = step_dir / "checkpoint.json"
+    manifest = json.loads(path.read_text())
+    manifest.update(fields)
+    path.write_text(json.dumps(manifest))

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch.distributed as dist
 
-from recipes.mlp_regression import MLPRegression
+from dist_train.recipes.mlp_regression import MLPRegression
 
 
 @dataclass

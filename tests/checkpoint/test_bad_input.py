@@ -21,7 +21,7 @@ def test_resume_path_that_is_not_a_checkpoint(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"dist-train: error: checkpoint.resume: '{folder}' is not a usable checkpoint: no checkpoint.json (an "
-        f"unfinished save, or not a checkpoint folder); {HINT}"
+        f"unfinished save, a deleted manifest, or not a checkpoint folder); {HINT}"
     ]
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from checkpoint_support import losses, train
-from dist_train.checkpoint.manifest import verify
+from dist_train.checkpoint.integrity import verify
 
 
 def test_crash_between_shard_write_and_commit_keeps_the_previous_checkpoint(tmp_path, references):

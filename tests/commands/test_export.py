@@ -61,7 +61,7 @@ def test_export_refuses_a_folder_that_is_not_a_checkpoint(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"dist-train: error: export: '{tmp_path}' is not a usable checkpoint: no checkpoint.json "
-        "(an unfinished save, or not a checkpoint folder)"
+        "(an unfinished save, a deleted manifest, or not a checkpoint folder)"
     ]
 
 
@@ -77,7 +77,7 @@ def test_export_from_a_deepspeed_zero3_checkpoint_reproduces_the_logged_eval(tmp
     logged = [r for r in read_metrics(run_dir) if "eval/mse" in r][-1]["eval/mse"]
 
     from dist_train.config import load
-    from recipes.mlp_regression import generate
+    from dist_train.recipes.mlp_regression import generate
 
     dataset = load(RECIPES / "mlp_regression.yaml", sizes).section("dataset")
     x, y = generate(dataset, dataset.n_eval, 1)

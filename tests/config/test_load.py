@@ -103,3 +103,71 @@ def test_user_recipe_file_with_own_section(tmp_path):
     assert cfg.section("width").size == 7
     assert "width.sise: unknown key (did you mean 'size'?)" in error(tmp_path / "mine.yaml", "width.sise=1")
     assert "has no Recipe subclass named 'Other'" in error(tmp_path / "mine.yaml", f"recipe={tmp_path / 'mine.py'}:Other")
+
+
+# ---------------------------------------------------------------- hardening (issue 10): each seen as a traceback or
+# a silent acceptance before; now one line naming the key, the shortened value and what is valid.
+
+
+@pytest.mark.parametrize("override, needle", [
+    (f"seed={2**70}", "seed: 1180591620717411303424 is out of range"),
+    (f"seed={2**32}", "seed: must be <= 4294967295, got 4294967296"),
+    (f"dataset.seed={2**64}", "dataset.seed: 18446744073709551616 is out of range (an integer must be within"),
+    ("optimizer.betas=[0.9]", "optimizer.betas: expected a list of 2 values, got [0.9]"),
+    ("optimizer.betas=[]", "optimizer.betas: expected a list of 2 values, got []"),
+    ("optimizer.betas=[2.0, 0.999]", "optimizer.betas[0]: must be < 1, got 2.0"),
+    ("optimizer.betas=[.nan, 0.999]", "optimizer.betas[0]: must be a finite number, got nan"),
+    ("optimizer.lr=.inf", "optimizer.lr: must be a finite number, got inf"),
+    ("train.clip_grad_norm=-.inf", "train.clip_grad_norm: must be a finite number, got -inf"),
+    ("deepspeed.zero_stage=true", "deepspeed.zero_stage: unknown value True"),
+    ("deepspeed.zero_stage=2.0", "deepspeed.zero_stage: unknown value 2.0 (did you mean '2'?); valid: 0, 1, 2, 3"),
+    ("train.compile=1", "train.compile: expected true or false, got 1"),
+    ("train.max_steps=true", "train.max_steps: expected an integer, got True"),
+    ("train.max_steps=2.5", "train.max_steps: expected an integer, got 2.5"),
+    ("run_dir=''", "run_dir: must not be empty, got ''"),
+    ("checkpoint.resume=''", "checkpoint.resume: must not be empty"),
+    ("data.num_workers=1000000", "data.num_workers: must be <= 1024"),
+    ("tra\nin.max_steps=5", "override 'tra\\nin.max_steps=5': the key 'tra\\nin.max_steps' is not a config key"),
+    ("train={max_steps: 5, max_steps: 6}", "line 1: duplicate key 'max_steps'"),
+    ("x=" + "[" * 600 + "]" * 600, "nested more than 32 levels deep"),
+])
+def test_hardened_values(override, needle):
+    assert needle in error(RECIPES / "mlp_regression.yaml", override)
+
+
+def test_numbers_written_as_text_are_numbers():
+    cfg = load(RECIPES / "mlp_regression.yaml", ["train.max_steps=1e5", "model.hidden=1.0e3", "optimizer.lr=1e-3"])
+    assert cfg.train.max_steps == 100_000 and cfg.section("model").hidden == 1000 and cfg.optimizer.lr == 1e-3
+    assert type(cfg.train.max_steps) is int
+
+
+def test_nul_byte_in_a_path_and_newline_in_a_key_of_the_file(tmp_path):
+    nul = write(tmp_path, 'recipe: mlp_regression\nrun_dir: "a\\0b"\n')
+    assert "run_dir: contains a NUL byte ('a\\x00b')" in error(nul)
+    msg = error(write(tmp_path, 'recipe: mlp_regression\ntrain: {"max\\nsteps": 5}\n'))
+    assert msg.startswith("train.'max\\nsteps': unknown key")
+
+
+def test_alias_bomb_is_refused_before_it_is_built(tmp_path):
+    """480 bytes standing for 10^8 items: once a 522 MB error line, 22 s and 1.8 GB; now refused while parsing."""
+    lines = ["recipe: mlp_regression", 'a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for prev, name in zip("abcdefg", "bcdefgh"):
+        lines.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 10) + "]")
+    path = write(tmp_path, "\n".join(lines) + "\ndeepspeed: {config: {x: *h}}\n")
+    assert path.stat().st_size < 600
+    msg = error(path)
+    assert msg.startswith(f"{path} line ") and "more than 100,000 items once its aliases are expanded" in msg
+    assert len(msg) < 300
+
+
+def test_recursive_alias_and_deep_file(tmp_path):
+    assert "recursive alias" in error(write(tmp_path, "recipe: mlp_regression\ndeepspeed: {config: &a {x: [*a]}}\n"))
+    deep = "[" * 3000 + "]" * 3000
+    assert "nested more than 32 levels deep" in error(write(tmp_path, f"recipe: mlp_regression\nseed: {deep}\n"))
+
+
+def test_error_repeats_at_most_200_characters_of_a_value(tmp_path):
+    msg = error(RECIPES / "mlp_regression.yaml", "run_dir=" + "[" + ", ".join(["1"] * 5000) + "]")
+    assert msg.startswith("run_dir: expected a string, got [1, 1, 1") and len(msg) < 300
+    msg = error(RECIPES / "mlp_regression.yaml", "train.precision=" + "x" * 100_000)
+    assert msg.startswith("train.precision: unknown value 'xxx") and len(msg) < 400

@@ -7,6 +7,7 @@ Measured facts and the config this follows: ../shared/reference/slurm-local-clus
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -62,7 +63,7 @@ def free_ports(n: int) -> list[int]:
 def slurm_conf(d: Path, ctld_port: int, node_ports: list[int]) -> str:
     host = socket.gethostname()
     nodes = "\n".join(f"NodeName={n} NodeHostname={host} NodeAddr=127.0.0.1 Port={p} CPUs=2 RealMemory=2000"
-                      for n, p in zip(NODES, node_ports))
+                      for n, p in zip(NODES, node_ports, strict=True))
     return f"""ClusterName=disttrain
 SlurmctldHost={host}
 SlurmctldPort={ctld_port}
@@ -83,6 +84,8 @@ JobCompType=jobcomp/none
 MpiDefault=none
 MailProg=/bin/true
 ReturnToService=2
+# Job ids (and so the rendezvous ports derived from them) differ between clusters started side by side on one machine.
+FirstJobId={random.randint(1000, 900000)}
 KillWait=10
 StateSaveLocation={d}/state
 SlurmdSpoolDir={d}/d-%n
@@ -91,7 +94,11 @@ SlurmdPidFile={d}/slurmd-%n.pid
 SlurmctldLogFile={d}/slurmctld.log
 SlurmdLogFile={d}/slurmd-%n.log
 {nodes}
-PartitionName=debug Nodes={','.join(NODES)} Default=YES State=UP MaxTime=INFINITE
+# Jobs of `urgent` preempt jobs of `debug`: SIGTERM to the steps, 30 s of grace, then SLURM requeues the job.
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
+PartitionName=debug Nodes={','.join(NODES)} Default=YES State=UP MaxTime=INFINITE PriorityTier=1 GraceTime=30
+PartitionName=urgent Nodes={','.join(NODES)} State=UP MaxTime=INFINITE PriorityTier=2 PreemptMode=OFF
 """
 
 
@@ -123,7 +130,7 @@ class LocalSlurm:
         deadline = time.monotonic() + timeout_s
         states = ""
         while time.monotonic() < deadline:
-            states = self.cli("sinfo", "-h", "-N", "-o", "%N %t", check=False).stdout
+            states = self.cli("sinfo", "-h", "-N", "-p", "debug", "-o", "%N %t", check=False).stdout
             if states.split()[1::2] == ["idle"] * len(NODES):
                 return
             time.sleep(0.3)
@@ -163,18 +170,24 @@ class LocalSlurm:
             raise AssertionError(f"{' '.join(args)} failed ({done.returncode}): {done.stderr}")
         return done
 
-    def job_state(self, job_id: str) -> str:
+    def job_fields(self, job_id: str) -> dict:
+        """`scontrol show job`'s KEY=VALUE fields (JobState, Restarts, ExitCode, ...)."""
         out = self.cli("scontrol", "show", "job", job_id, check=False).stdout
-        fields = dict(kv.split("=", 1) for kv in out.split() if "=" in kv)
-        return fields.get("JobState", "UNKNOWN")
+        return dict(kv.split("=", 1) for kv in out.split() if "=" in kv)
+
+    def job_state(self, job_id: str) -> str:
+        return self.job_fields(job_id).get("JobState", "UNKNOWN")
 
     def wait_job(self, job_id: str, timeout_s: float = 300, until=("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT",
                                                                      "NODE_FAIL", "OUT_OF_MEMORY")) -> str:
+        """The job's final state, once its processes are gone too (a cancelled job is CANCELLED at once, while its
+        workers may still be saving)."""
         deadline = time.monotonic() + timeout_s
         state = ""
         while time.monotonic() < deadline:
             state = self.job_state(job_id)
-            if state in until:
+            active = self.cli("squeue", "-h", "-j", job_id, "-o", "%t", check=False).stdout.strip()
+            if state in until and active in ("", "CD", "F", "CA", "TO"):
                 return state
             time.sleep(0.5)
         raise AssertionError(f"job {job_id} still {state} after {timeout_s:g} s")

@@ -53,6 +53,18 @@ def checkpoint_roundtrip(config_path: str, overrides: list[str], trainer: Traine
         (run_dir / "roundtrip.json").write_text(json.dumps({"before": before, "after": after}))
 
 
+def record(trainer: Trainer, run_dir: Path, env) -> None:
+    groups = [{k: g.get(k) for k in ("name", "lr", "lr_scale", "weight_decay")}
+              for g in trainer.strategy.optimizer.param_groups]
+    if env.is_main:
+        (run_dir / "param_groups.json").write_text(json.dumps(groups))
+    model = trainer.strategy.unwrapped_model
+    names = {n for n, _ in model.named_buffers()} & set(model.state_dict())
+    buffers = {n: b.detach().clone() for n, b in model.named_buffers() if n in names}
+    if buffers:
+        torch.save(buffers, run_dir / f"buffers_rank{env.rank}.pt")
+
+
 def main(config_path: str, runs_path: str) -> None:
     runs = json.loads(Path(runs_path).read_text())
     env = cluster.detect()
@@ -64,6 +76,7 @@ def main(config_path: str, runs_path: str) -> None:
             trainer = Trainer(load(config_path, overrides), env, device)
             try:
                 trainer.fit()
+                record(trainer, Path(run["run_dir"]), env)
                 if run.get("checkpoint_roundtrip"):
                     checkpoint_roundtrip(config_path, overrides, trainer, Path(run["run_dir"]), env, device)
             finally:

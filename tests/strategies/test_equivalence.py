@@ -49,3 +49,22 @@ def test_options_change_nothing_numerically(equivalence_runs, name):
     assert_close_losses(train_losses(run_dir), train_losses(equivalence_runs / variant / "ddp"), rel=REL)
     if VARIANTS[variant]:  # the clipping variant logs gradient norms
         assert_close_losses(grad_norms(run_dir), grad_norms(equivalence_runs / variant / "ddp"), rel=REL)
+
+
+def param_groups(run_dir) -> list[dict]:
+    import json
+
+    return json.loads((run_dir / "param_groups.json").read_text())
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
+def test_parameter_groups_are_in_the_optimizer_state(equivalence_runs, strategy):
+    """optimizer.no_decay keeps biases out of weight decay and param_groups puts the output layer at lr x 0.5,
+    in the optimizer each strategy steps (DeepSpeed's included); that the same parameters landed in each group
+    shows in the equal losses above (SGD's weight decay moves them)."""
+    groups = {g["name"]: g for g in param_groups(equivalence_runs / "plain" / strategy)}
+    assert set(groups) == {"decay", "no_decay", "param_groups[0]", "param_groups[0].no_decay"}
+    assert groups["decay"]["weight_decay"] == 0.05 and groups["no_decay"]["weight_decay"] == 0.0
+    assert groups["param_groups[0]"]["weight_decay"] == 0.05
+    assert groups["param_groups[0]"]["lr"] == pytest.approx(0.5 * groups["decay"]["lr"])
+    assert groups["param_groups[0].no_decay"]["lr_scale"] == 0.5

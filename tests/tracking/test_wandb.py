@@ -133,7 +133,8 @@ print("RUN_ID", run_id)
 def test_online_without_api_key_falls_back_to_offline_with_a_warning(tmp_path):
     run_dir = tmp_path / "run"
     result = run_cli("train", RECIPES / "mlp_regression.yaml", f"run_dir={run_dir}", "train.max_steps=4",
-                     "train.log_every=2", "tracking.wandb.mode=online", timeout=600, **wandb_env(tmp_path))
+                     "train.log_every=2", "scheduler.warmup_steps=0", "tracking.wandb.mode=online", timeout=600,
+                     **wandb_env(tmp_path))
     warnings = [line for line in result.stderr.splitlines() if line.startswith("dist-train: warning:")]
     assert len(warnings) == 1 and "no W&B API key" in warnings[0] and "wandb sync" in warnings[0], result.stderr
     (folder,) = offline_runs(run_dir)

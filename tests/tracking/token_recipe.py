@@ -1,6 +1,6 @@
 """A recipe with tokens, for the tokens/s figure: the regression recipe, counting 7 tokens per sample."""
 
-from recipes.mlp_regression import MLPRegression
+from dist_train.recipes.mlp_regression import MLPRegression
 
 TOKENS_PER_SAMPLE = 7
 

@@ -9,9 +9,10 @@ import time
 import pytest
 
 from support import RECIPES, REPO, TINY_RUN, assert_close_losses, env, free_port, run_cli, train_losses
-from dist_train.launch.torchrun import torchrun_prefix
+from dist_train.cluster.torchrun import torchrun_prefix
 
 CONFIG = str(RECIPES / "fashion_mnist_mlp.yaml")
+FRESH_STORE = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1"  # a fresh rendezvous store per restart (cluster/torchrun.py)
 
 
 def overrides(fashion_root, run_dir):
@@ -21,15 +22,15 @@ def overrides(fashion_root, run_dir):
 
 def test_dry_run_single_node_is_standalone_torchrun():
     out = run_cli("launch", CONFIG, "train.max_steps=5", "--nproc-per-node", "4", "--dry-run").stdout
-    assert out.split() == [*torchrun_prefix(), "--standalone", "--nproc-per-node=4",
+    assert out.split() == [FRESH_STORE, *torchrun_prefix(), "--standalone", "--nproc-per-node=4",
                            "-m", "dist_train", "train", CONFIG, "train.max_steps=5"]
 
 
 def test_dry_run_multi_node_uses_c10d_on_the_head():
     out = run_cli("launch", CONFIG, "--nodes", "2", "--nproc-per-node", "8", "--rdzv-endpoint", "head01",
                   "--rdzv-id", "job7", "--node-rank", "1", "--dry-run").stdout
-    assert out.split() == [*torchrun_prefix(), "--nnodes=2", "--nproc-per-node=8", "--rdzv-backend=c10d",
-                           "--rdzv-endpoint=head01:29500", "--rdzv-id=job7", "--node-rank=1",
+    assert out.split() == [FRESH_STORE, *torchrun_prefix(), "--nnodes=2", "--nproc-per-node=8",
+                           "--rdzv-backend=c10d", "--rdzv-endpoint=head01:29500", "--rdzv-id=job7", "--node-rank=1",
                            "-m", "dist_train", "train", CONFIG]
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 
 from support import REPO, RECIPES, run_cli
-from dist_train.launch.sbatch import JobSpec, render
+from dist_train.cluster.slurm import JobSpec, render
 
 CONFIG = str(RECIPES / "fashion_mnist_mlp.yaml")
 
@@ -40,3 +40,9 @@ def test_missing_sbatch_says_how_to_install(tmp_path):
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "sbatch: command not found" in r.stderr and "apt-get install slurm-client" in r.stderr
     assert not tmp_path.exists() or not any(tmp_path.iterdir())  # nothing written
+
+
+def test_gpus_without_cpus_per_task_warns(tmp_path):
+    args = ["sbatch", CONFIG, f"run_dir={tmp_path}", "--gpus-per-node", "4", "--dry-run"]
+    assert "warning: --gpus-per-node 4 without --cpus-per-task" in run_cli(*args).stderr
+    assert "warning" not in run_cli(*args, "--cpus-per-task", "32").stderr
