@@ -6,7 +6,8 @@ process's start, `process_started()`; a run started from Python: the call) into
 - `data_wait`: inside steps, waiting for the next batch;
 - `eval`: evaluations (every train.eval_every steps and after the last one);
 - `checkpoint`: how long saves held the loop (a synchronous save whole; with checkpoint.async the copy to CPU
-  memory, and waiting for the previous save to finish);
+  memory, and waiting for the previous save to finish), and after the last step the wait until every rank's files
+  are flushed;
 - `train`: the rest of the loop: forward, backward, optimizer steps and the loop's own bookkeeping;
 - `other`: after the last step (the recipe's on_train_end, closing the trackers).
 goodput = train / wall. At each log step metrics.jsonl (and W&B) get `goodput` and `badput/<part>`, shares of the

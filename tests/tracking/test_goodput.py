@@ -35,9 +35,10 @@ def test_shares_add_up_and_a_save_every_step_shows_in_the_checkpoint_share(tmp_p
             assert r["goodput"] > 0 and r["badput/startup"] > 0
         stalls = [r["checkpoint_stall_s"] for r in records if "checkpoint_stall_s" in r]
         assert len(stalls) == (12 if every == 1 else 1) and all(s > 0 for s in stalls)  # each save, the last too
-        # run.json keeps the same seconds: every save's stall is in the checkpoint part, the parts add up.
+        # run.json keeps the same seconds: every save's stall is in the checkpoint part (with the end of the run's
+        # wait for the last files to be flushed, which no save record carries), the parts add up.
         seconds = attempt["time_s"]
-        assert seconds["checkpoint"] == pytest.approx(sum(stalls), abs=0.01)
+        assert sum(stalls) - 0.002 <= seconds["checkpoint"] < sum(stalls) + 0.5
         assert seconds["train"] + sum(seconds[p] for p in PARTS) == pytest.approx(attempt["elapsed_s"], abs=0.01)
         assert seconds["eval"] > 0
     every_step, at_end = (runs[every][0][-1] for every in (1, 100))
