@@ -7,10 +7,12 @@
 Every side trains the same recipe model (built after `seed_everything(seed)`), on the same samples in the same
 order (dist_train's documented order, docs/data.md: `dist_train.data.epoch_order(n, seed, e)` evaluated at the
 positions of each step's global batch, rank r the r-th block),
-with the same AdamW, the same LambdaLR schedule (dist_train.optim.lr_multiplier) and the per-rank reseed
+with the same AdamW and parameter groups (dist_train.optim.param_groups), the same LambdaLR schedule (dist_train.optim.lr_multiplier) and the per-rank reseed
 `seed + 1000 * (rank + 1)` before the first step; DDP (default buckets) wraps the model on 2 processes. The
-losses at the log steps (mean over ranks) must be identical on all sides, bit for bit, or the benchmark stops:
-then the work was not the same.
+losses at the log steps (mean over ranks) must be identical, bit for bit, for the hand-written loop and dist_train,
+and within 1e-5 relative for Fabric and Accelerate (their gradient clipping rounds differently: on char_lm, with
+train.clip_grad_norm, Fabric's loss after 150 steps differed in the 7th digit), or the benchmark stops: then the
+work was not the same.
 
 Timing is the same for every side: `time.perf_counter()` after each optimizer step (dist_train: a callback's
 `on_step_end`, which runs after the loop's own per-step work, logging included); a side's figure for one repeat is
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import statistics
 import sys
@@ -47,7 +50,7 @@ from dist_train import cluster, distributed  # noqa: E402
 from dist_train.callbacks import Callback, CallbackList  # noqa: E402
 from dist_train.config import load  # noqa: E402
 from dist_train.data import epoch_order, seed_everything  # noqa: E402
-from dist_train.optim import build_optimizer, lr_multiplier  # noqa: E402
+from dist_train.optim import build_optimizer, lr_multiplier, param_groups  # noqa: E402
 from dist_train.recipe import resolve_recipe  # noqa: E402
 
 # The work: a recipe config and the overrides that make one repeat short, quiet and free of side work (no sampled
@@ -142,7 +145,8 @@ def model_and_optimizer(config, data: Data):
     The schedule is never handed to a library: a prepared one may step once per process per optimizer step."""
     seed_everything(config.seed)
     model = data.recipe.build_model()
-    optimizer = build_optimizer(model.parameters(), config.optimizer)
+    # dist_train's parameter groups (no weight decay for biases, norms, embeddings): plain torch groups.
+    optimizer = build_optimizer(param_groups(model, config.optimizer), config.optimizer)
     return model, optimizer, schedule(optimizer, config)
 
 
@@ -279,9 +283,11 @@ def main() -> None:
             for name in order:
                 config.run_dir = f"{shared[0]}/run_{name}_{repeat}"
                 times, losses = SIDES[name][0](config, env, data)
+                exact = SIDES[name][1] is None  # hand-written and dist_train: bit for bit
                 if reference is None:
                     reference = (name, losses)
-                elif losses != reference[1]:
+                elif (losses != reference[1] if exact else
+                      not all(math.isclose(a, b, rel_tol=1e-5) for a, b in zip(losses, reference[1], strict=True))):
                     raise SystemExit(f"losses differ: {name} {losses} vs {reference[0]} {reference[1]}; the sides did "
                                      "not do the same work")
                 if repeat:
@@ -297,7 +303,7 @@ def main() -> None:
 def report(args, env, sides, missing, results, load_before, steps, losses) -> str:
     base = results["hand-written"]
     lines = [f"work {args.work} | world size {env.world_size} | {steps} steps ({args.warmup} warm-up) x "
-             f"{args.repeats} repeats | losses identical on all sides: {', '.join(f'{v:.6f}' for v in losses)}",
+             f"{args.repeats} repeats | losses (identical, library sides within 1e-5): {', '.join(f'{v:.6f}' for v in losses)}",
              "| side | median step time | median of paired ratios | range of ratios |",
              "|---|---|---|---|"]
     for name in sides:

@@ -113,7 +113,8 @@ def reduce_columns(values: torch.Tensor, ops: tuple[str, ...]) -> list[float]:
     round trip, where one all-reduce per kind would cost one each; the loop's log step needs four kinds."""
     if dist.is_initialized() and _env.world_size > 1:
         rows = torch.empty(_env.world_size * len(values), dtype=values.dtype, device=values.device)
-        dist.all_gather_into_tensor(rows, values)
+        gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # old name warns in 2.13
+        gather(rows, values)
         rows = rows.view(_env.world_size, len(values)).tolist()
     else:
         rows = [values.tolist()]
