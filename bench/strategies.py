@@ -3,7 +3,7 @@ median step time printed as ratios to ddp.
 
     torchrun --standalone --nproc-per-node 2 bench/strategies.py --steps 200 --repeats 5
 
-As bench/overhead.py does, the trainings run one after another inside one job (one process group, DeepSpeed
+As bench/peers.py does, the trainings run one after another inside one job (one process group, DeepSpeed
 imported once), interleaved across strategies (ddp, fsdp, ..., ddp, fsdp, ...) so a change in machine load hits all
 of them alike. Each training logs the mean step time of every window of --window steps (the runner's
 `step_time_s`); the first window (first-call allocation, FSDP's lazy init, DeepSpeed's first step) is dropped and

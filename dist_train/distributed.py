@@ -104,6 +104,22 @@ def mean_across_ranks(tensor: torch.Tensor) -> torch.Tensor:
     return out / _env.world_size
 
 
+def reduce_columns(values: torch.Tensor, ops: tuple[str, ...]) -> list[float]:
+    """Several reductions of different kinds in ONE collective: entry i of this rank's 1-D `values` combined across
+    ranks by ops[i] ("sum", "max", "min", or "first": rank 0's value). One all-gather of a few numbers costs one
+    round trip, where one all-reduce per kind would cost one each; the loop's log step needs four kinds."""
+    if dist.is_initialized() and _env.world_size > 1:
+        rows = torch.empty(_env.world_size * len(values), dtype=values.dtype, device=values.device)
+        gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # old name warns in 2.13
+        gather(rows, values)
+        rows = rows.view(_env.world_size, len(values)).tolist()
+    else:
+        rows = [values.tolist()]
+    columns = list(zip(*rows, strict=True))
+    reduce = {"sum": sum, "max": max, "min": min, "first": lambda column: column[0]}
+    return [reduce[op](column) for op, column in zip(ops, columns, strict=True)]
+
+
 def any_across_ranks(flag: bool, device: torch.device) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     return bool(all_reduce_(t, dist.ReduceOp.MAX).item())

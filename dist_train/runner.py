@@ -21,20 +21,23 @@ import torch
 import torch.distributed as dist
 
 from dist_train import cluster, distributed, recipe_checks, run_dir_lock
-from dist_train.callbacks import CallbackList
+from dist_train.callbacks.standard import build_callbacks
 from dist_train.checkpoint import Checkpointer, Manifest, model_signature
 from dist_train.checkpoint.resume import batch_layout, data_position
 from dist_train.config import Config, resolved_dict, to_yaml, warnings_for
 from dist_train.data import seed_everything, to_device
 from dist_train.data.loading import build_train_loader
+from dist_train.divergence import NonFiniteLosses, skip_limit_error
 from dist_train.errors import RunError, UsageError
 from dist_train.evaluation import evaluate
+from dist_train.log_step import log_step_figures, stop_check_every
 from dist_train.parallel_dims import check_parallel
 from dist_train.preemption import Preemption
 from dist_train.recipe import Recipe, resolve_recipe
 from dist_train.strategies import build_strategy
 from dist_train.token_weighted import StepLoss
 from dist_train.tracking import NoTracker, Trackers
+from dist_train.tracking.goodput import Goodput, shares
 from dist_train.tracking.run_record import RunRecord
 from dist_train.tracking.sinks import open_trackers
 from dist_train.tracking.throughput import Throughput, peak_flops
@@ -55,8 +58,10 @@ class RunResult:
     skipped_steps: int = 0  # optimizer steps dropped by train.on_nan=skip, resumes included
 
 
-def run(config: Config) -> RunResult:
-    started = time.perf_counter()
+def run(config: Config, started: float | None = None) -> RunResult:
+    """`started`: the `time.perf_counter()` reading the attempt's start-up counts from (goodput); `dist-train
+    train` passes its process's start, a run started from Python counts from here."""
+    started = time.perf_counter() if started is None else started
     env = cluster.detect()
     device = pick_device(config.train.device, env)
     check_parallel(config, env.world_size)  # a bad mesh shape fails here, before any process group work
@@ -67,11 +72,11 @@ def run(config: Config) -> RunResult:
     try:
         # Before anything reads or writes run_dir (resume removes unfinished saves): one run per run_dir.
         lock = run_dir_lock.acquire(config.run_dir, config.run_dir_lock.stale_after, env)
-        trainer = Trainer(config, env, device)
-        result = trainer.fit(started)
+        trainer = Trainer(config, env, device, started)
+        result = trainer.fit()
     except BaseException as e:
         if trainer is not None:
-            trainer.record_failure(e, started)
+            trainer.record_failure(e)
         raise
     finally:
         distributed.shutdown(release=trainer.release if trainer else None)
@@ -89,37 +94,12 @@ def pick_device(requested: str, env) -> torch.device:
     return torch.device("cpu")
 
 
-def build_callbacks(config: Config, recipe: Recipe) -> CallbackList:
-    """The run's callbacks, in the order their hooks run: the watchdog and straggler figures (operations), the
-    train.* switches, the recipe's, the config's list, and last the tests' fault injection
-    (dist_train.callbacks.fault_injection)."""
-    from dist_train.callbacks.fault_injection import FaultInjection
-    from dist_train.callbacks.stragglers import Stragglers
-
-    callbacks = [Stragglers()]
-    if config.watchdog.timeout_s is not None:
-        from dist_train.callbacks.watchdog import HangWatchdog
-
-        callbacks.append(HangWatchdog(config.watchdog))
-    if config.train.ema is not None:
-        from dist_train.callbacks.ema import EMA, EMAConfig
-
-        callbacks.append(EMA(EMAConfig(config.train.ema)))
-    if config.train.early_stopping is not None:
-        from dist_train.callbacks.early_stopping import EarlyStopping
-
-        callbacks.append(EarlyStopping(config.train.early_stopping))
-    callbacks += recipe.callbacks()
-    callbacks += [spec.build() for spec in config.callbacks]
-    injected = FaultInjection.from_environment()
-    return CallbackList(callbacks + ([injected] if injected else []))
-
-
 class Trainer:
-    def __init__(self, config: Config, env, device: torch.device):
+    def __init__(self, config: Config, env, device: torch.device, started: float | None = None):
         self.config, self.env, self.device = config, env, device
         self.preemption = Preemption()  # first: a signal during setup must not kill the process
-        train = config.train
+        self.goodput = Goodput(started)  # start-up counts from `started` (default: now)
+        self.meter: Throughput | None = None  # the log window's counters, while fit() runs
         self.strategy = build_strategy(config, env, device)
         self.strategy.check()
         self.run_dir = Path(config.run_dir)
@@ -164,9 +144,11 @@ class Trainer:
         opened = env.is_main and not self.complete_before
         self.trackers = self._open_trackers() if opened else NoTracker()
         self.record = RunRecord(self.run_dir) if opened else None
-        # (step, loss tensor) of the steps since the last non-finite check: train.on_nan=stop reads them only at
-        # log and save steps, so detection costs no device op and no host sync per step.
-        self.unchecked_losses: list[tuple[int, torch.Tensor]] = []
+        # train.on_nan=stop reads the losses only at log and save steps: no device op, no host sync per step.
+        self.non_finite = NonFiniteLosses(device)
+        # Steps between two preemption agreements (a collective, so only under several processes): every step until
+        # the first log step has measured the step time, then `stop_check_every(step time)`.
+        self.stop_check_every = 1
         self.skipped_in_a_row = 0  # train.on_nan=skip: steps skipped since the last applied one (this process)
 
     def _finished_message(self) -> str:
@@ -198,8 +180,7 @@ class Trainer:
         if final:
             self.state.finished_early = reason
 
-    def fit(self, started: float | None = None) -> RunResult:
-        started = time.perf_counter() if started is None else started
+    def fit(self) -> RunResult:
         cfg, train, state = self.config, self.config.train, self.state
         strategy, recipe, layout = self.strategy, self.recipe, self.layout
         accum = layout.grad_accum
@@ -229,8 +210,12 @@ class Trainer:
         callbacks = self.callbacks
         strategy.model.train()
         peak = peak_flops(self.device, cfg.tracking.peak_tflops)
-        meter = Throughput(layout.global_batch, self.env.world_size, self.device, recipe, peak,
-                           readers_per_batch=self.env.world_size // layout.world_size)
+        meter = self.meter = self.goodput.meter = Throughput(
+            layout.global_batch, self.env.world_size, self.device, recipe, peak,
+            readers_per_batch=self.env.world_size // layout.world_size)
+        # CPU tensors for a CPU run: `.to(device)` would only return them, at a few microseconds per tensor.
+        move = self.device.type != "cpu"
+        l1_penalty = self.l1_penalty if train.l1 else None
         self.trackers.begin(state.step)
         callbacks.on_fit_start(self)
         first_step, last_step = state.step + 1, train.max_steps
@@ -238,16 +223,21 @@ class Trainer:
             result.preempted, result.exit_code = self.preemption.stopped(None, None), self.preemption.exit_code
             distributed.print0(result.preempted)
             last_step = 0
+        next_stop_check = first_step
+        global_batch = layout.global_batch  # a property: computed once, not per step
+        remember_loss = self.non_finite.unchecked.append
+        self.goodput.loop_starts()
         for step in range(first_step, last_step + 1):  # `step` counts optimizer steps, from 1
             callbacks.on_step_start(self, step)
             wait_start = time.perf_counter()
             epoch, step_in_epoch, micro_batches = next(batches)
             meter.data_wait_s += time.perf_counter() - wait_start
-            losses = StepLoss(accum, self.device, self.l1_penalty if train.l1 else None)
+            losses = StepLoss(accum, self.device, l1_penalty)
             for i, batch in enumerate(micro_batches):
                 callbacks.on_micro_batch_start(self, step, i)
                 meter.add_tokens(batch)
-                batch = to_device(batch, self.device)
+                if move:
+                    batch = to_device(batch, self.device)
                 with strategy.micro_step(is_last=i == accum - 1):
                     with strategy.autocast():
                         if step == first_step and i == 0:  # the recipe's contract, checked on the first batch
@@ -268,32 +258,29 @@ class Trainer:
                     state.skipped_steps += 1
                     self.skipped_in_a_row += 1
                     distributed.print0(f"step {step}: non-finite loss on some rank; optimizer step skipped")
-                    self.raise_if_skipping_too_much(step)
+                    error = skip_limit_error(train, step, state.skipped_steps, self.skipped_in_a_row,
+                                             self.last_checkpoint())
+                    if error is not None:
+                        raise error
                 else:
                     self.skipped_in_a_row = 0
                     grad_norm = strategy.step()
             else:
-                self.unchecked_losses.append((step, step_loss))  # `stop`: checked at the next log/save step
+                remember_loss((step, step_loss))  # `stop`: checked at the next log/save step (NonFiniteLosses)
                 grad_norm = strategy.step()
             meter.steps += 1
-            state.step, state.epoch, state.samples_in_epoch = step, epoch, (step_in_epoch + 1) * layout.global_batch
+            state.step, state.epoch, state.samples_in_epoch = step, epoch, (step_in_epoch + 1) * global_batch
 
             metrics = None
             if step % train.log_every == 0 or step == train.max_steps:
-                self.raise_if_diverged()
-                # Host syncs (.item() waits for the device) happen only on log steps, here and just above.
-                loss_value = distributed.mean_across_ranks(step_loss).item()
-                metrics = {"loss": loss_value, "lr": strategy.lr, "epoch": epoch, **meter.collect()}
-                if grad_norm is not None:
-                    metrics["grad_norm"] = float(grad_norm)
-                self.trackers.log(metrics, step)
-                result.last_loss = loss_value
-                meter.restart()
+                metrics = self.log_step(step, step_loss, epoch, grad_norm)
+                result.last_loss = metrics["loss"]
             callbacks.on_step_end(self, step, metrics)
             if self.eval_data is not None and (step % train.eval_every == 0 or step == train.max_steps):
+                eval_start = time.perf_counter()
                 result.eval = self.evaluate(step)
                 self.trackers.log({f"eval/{k}": v for k, v in result.eval.items()}, step)
-                meter.restart()  # keep eval time out of the throughput figures
+                self.goodput.exclude("eval", time.perf_counter() - eval_start)
             result.steps, result.skipped_steps = step, state.skipped_steps
             if step == train.max_steps or self.stop_reason:
                 if self.stop_reason:
@@ -301,21 +288,43 @@ class Trainer:
                     result.stopped = self.stop_reason
                 self.save_checkpoint(step)
                 break
-            if self.preemption.requested():  # all ranks agree, so all stop here
-                self.save_checkpoint(step)
-                saved = self.checkpointer.complete()
-                result.preempted = self.preemption.stopped(step, str(saved[-1]) if saved else None)
-                result.exit_code = self.preemption.exit_code
-                distributed.print0(result.preempted)
-                break
+            # Every rank agrees at the same steps (stop_check_every comes from reduced figures), so all stop here.
+            if step >= next_stop_check:
+                next_stop_check = step + self.stop_check_every
+                if self.preemption.requested():
+                    self.save_checkpoint(step)
+                    result.preempted = self.preemption.stopped(step, self.last_checkpoint())
+                    result.exit_code = self.preemption.exit_code
+                    distributed.print0(result.preempted)
+                    break
             if every and step % every == 0:
                 self.save_checkpoint(step, blocking=False)
-                meter.restart()  # keep the save out of the throughput figures
+        stall_start = time.perf_counter()
         self.checkpointer.close()  # the pending commit, every rank's files flushed, keep-N applied
-        self._finish(result, started)
+        self.goodput.exclude("checkpoint", time.perf_counter() - stall_start)
+        self.goodput.loop_ends()
+        self._finish(result)
         return result
 
-    def _finish(self, result: RunResult, started: float) -> None:
+    def log_step(self, step: int, step_loss: torch.Tensor, epoch: int, grad_norm) -> dict[str, float]:
+        """The figures of a log step, identical on every rank, from one collective (dist_train.log_step). The
+        host syncs (.item(), .tolist() wait for the device) happen only here and in train.on_nan=skip."""
+        first_bad, figures = log_step_figures(step_loss, self.non_finite.first_bad_step(), self.meter,
+                                              self.goodput, self.device, self.env.world_size)
+        self._raise_if_bad(first_bad)
+        metrics = {"loss": figures.pop("loss"), "lr": self.strategy.lr, "epoch": epoch, **figures}
+        if grad_norm is not None:
+            metrics["grad_norm"] = float(grad_norm)
+        self.stop_check_every = stop_check_every(metrics["step_time_s"], self.env.world_size)
+        self.trackers.log(metrics, step)
+        self.meter.restart()
+        return metrics
+
+    def last_checkpoint(self) -> str | None:
+        done = self.checkpointer.complete()
+        return str(done[-1]) if done else None
+
+    def _finish(self, result: RunResult) -> None:
         callbacks = self.callbacks
         callbacks.on_fit_end(self, result)  # the EMA callback puts the EMA weights into the model here
         model = self.strategy.unwrapped_model
@@ -323,22 +332,25 @@ class Trainer:
         with torch.no_grad():
             self.recipe.on_train_end(model, result.eval)
         self.strategy.model.train()
+        if result.steps:  # the attempt's goodput with the last save and evaluation in it (rank 0's clock)
+            self.trackers.log(shares(self.goodput.seconds()), result.steps)
         self.trackers.close()
-        result.elapsed_s = time.perf_counter() - started
+        result.elapsed_s, time_s = self.goodput.for_record()
         if self.record is not None:
             status = ("preempted" if result.preempted else "stopped early" if self.state.finished_early
                       else "stopped" if result.stopped else "complete")
-            self.record.end(status, result.steps, result.elapsed_s, result.preempted or result.stopped)
+            self.record.end(status, result.steps, result.elapsed_s, result.preempted or result.stopped, time_s)
 
     def record_start(self) -> None:
         if self.record is not None:
             layout = self.layout
-            self.record.start(self.state.step, recipe=self.config.recipe, strategy=self.strategy.describe(),
+            self.record.start(self.state.step, started_s_ago=time.perf_counter() - self.goodput.started,
+                              recipe=self.config.recipe, strategy=self.strategy.describe(),
                               world_size=self.env.world_size, global_batch=layout.global_batch,
                               batch_size=layout.batch_size, grad_accum=layout.grad_accum,
                               max_steps=self.config.train.max_steps)
 
-    def record_failure(self, error: BaseException, started: float) -> None:
+    def record_failure(self, error: BaseException) -> None:
         """The attempt's end in run.json when the run raised (rank 0, once the attempt was recorded)."""
         if self.record is None or not self.record.data["attempts"]:
             return
@@ -347,7 +359,8 @@ class Trainer:
         status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
         detail = str(error) if isinstance(error, (UsageError, RunError)) else f"{type(error).__name__}: {error}"
         try:
-            self.record.end(status, self.state.step, time.perf_counter() - started, detail[:500])
+            elapsed_s, time_s = self.goodput.for_record()
+            self.record.end(status, self.state.step, elapsed_s, detail[:500], time_s)
         except OSError:
             pass  # a full disk must not hide the original error
 
@@ -358,7 +371,9 @@ class Trainer:
     def save_checkpoint(self, step: int, blocking: bool = True) -> None:
         """Checkpoint the state after optimizer step `step`. Call on every rank at a step boundary (the loop does;
         so can a preemption handler). Blocking: returns once the checkpoint is committed; otherwise, with
-        checkpoint.async, once the state is copied and the write goes on in the background."""
+        checkpoint.async, once the state is copied and the write goes on in the background. The time it holds
+        the loop is logged as `checkpoint_stall_s` and counted in goodput."""
+        stall_start = time.perf_counter()
         self.raise_if_diverged()  # never a checkpoint of a diverged state
         layout = self.layout
         self.loader.gather_state()  # a streaming loader collects every rank's position (a collective)
@@ -372,8 +387,13 @@ class Trainer:
                                on_saved=lambda path: self.callbacks.on_checkpoint_saved(self, step, path))
         if blocking:
             self.checkpointer.wait()
-        # What the save cost the loop (async: the copy to CPU memory), for goodput; one record per save.
-        self.trackers.log({"checkpoint_stall_s": self.checkpointer.last_stall_s}, step)
+        # What the save cost the loop (async: the copy to CPU memory and the wait for the previous save), the
+        # manifest and the streaming loader's state gathering included; one record per save.
+        stall = time.perf_counter() - stall_start
+        self.goodput.exclude("checkpoint", stall)
+        self.trackers.log({"checkpoint_stall_s": stall}, step)
+        if self.record is not None:  # what a killed attempt leaves in run.json: its time up to its last save
+            self.record.update(step, *self.goodput.for_record())
 
     def _resolved_config(self) -> dict:
         # The config does not change once training runs; resolving it (a YAML round trip) took ~20 ms per save.
@@ -381,42 +401,14 @@ class Trainer:
             self._resolved = resolved_dict(self.config)
         return self._resolved
 
-    def raise_if_skipping_too_much(self, step: int) -> None:
-        """train.on_nan=skip ends the run like `stop` once more steps were skipped than train.max_*skipped_steps
-        allow; every rank counts the same all-reduced flags, so all of them stop here alike."""
-        train, skipped, in_a_row = self.config.train, self.state.skipped_steps, self.skipped_in_a_row
-        if train.max_consecutive_skipped_steps is not None and in_a_row > train.max_consecutive_skipped_steps:
-            why = f"{in_a_row} steps in a row (steps {step - in_a_row + 1}-{step})"
-            key = "max_consecutive_skipped_steps"
-        elif train.max_skipped_steps is not None and skipped > train.max_skipped_steps:
-            why, key = f"{skipped} steps in all", "max_skipped_steps"
-        else:
-            return
-        done = self.checkpointer.complete()
-        raise RunError(
-            f"train.on_nan=skip: the loss was not finite (nan/inf) for {why}, more than train.{key}="
-            f"{getattr(train, key)}; stopped at step {step} with {skipped} of {step} steps skipped, without saving "
-            f"(last checkpoint: {done[-1] if done else 'none'}). Lower optimizer.lr or enable train.clip_grad_norm"
-        )
-
     def raise_if_diverged(self) -> None:
         """train.on_nan=stop: end the run on every rank alike if any rank saw a non-finite loss."""
-        if self.config.train.on_nan != "stop":
-            return
-        first_bad = torch.full((), math.inf, dtype=torch.float64, device=self.device)
-        if self.unchecked_losses:
-            steps = torch.tensor([s for s, _ in self.unchecked_losses], dtype=torch.float64, device=self.device)
-            finite = torch.isfinite(torch.stack([loss for _, loss in self.unchecked_losses]))
-            first_bad = torch.where(finite, first_bad, steps).min()
-            self.unchecked_losses.clear()
-        bad = distributed.all_reduce_(first_bad, dist.ReduceOp.MIN).item()
-        if math.isfinite(bad):
-            done = self.checkpointer.complete()
-            raise RunError(
-                f"train.on_nan=stop: the loss was not finite (nan/inf) at step {int(bad)}; stopped without saving "
-                f"that state (last checkpoint: {done[-1] if done else 'none'}). Lower optimizer.lr, enable "
-                "train.clip_grad_norm, or set train.on_nan=skip"
-            )
+        if self.config.train.on_nan == "stop":
+            self._raise_if_bad(distributed.all_reduce_(self.non_finite.first_bad_step(), dist.ReduceOp.MIN).item())
+
+    def _raise_if_bad(self, first_bad: float) -> None:
+        if math.isfinite(first_bad):
+            raise NonFiniteLosses.error(first_bad, self.last_checkpoint())
 
     def evaluate(self, step: int) -> dict[str, float]:
         self.callbacks.on_eval_start(self, step)  # e.g. the EMA callback swaps its weights in

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch.distributed.checkpoint.api import CheckpointException
 
 from dist_train import distributed
 from dist_train.checkpoint import rng, safe_load
@@ -43,8 +42,15 @@ from dist_train.train_state import TrainState
 
 TMP_PREFIX = ".tmp-"
 TRAINER_STATE = "trainer_state.pt"
-# What a failed save raises: DCP gathers every rank's error into a CheckpointException, a BaseException subclass.
-FAILURES = (Exception, CheckpointException)
+
+
+def _failures() -> tuple[type[BaseException], ...]:
+    """What a failed save raises: DCP gathers every rank's error into a CheckpointException, a BaseException
+    subclass. Imported only when a save fails (`except` evaluates its expression only then): importing
+    torch.distributed.checkpoint pulls in torch.distributed.tensor, ~0.5-1 s of start-up (bench/startup.py)."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    return (Exception, CheckpointException)
 
 
 class Checkpointer:
@@ -167,7 +173,7 @@ class Checkpointer:
                 strategy.save_checkpoint(target)
             if target.writer is None:
                 target.write_pending()  # no DCP writer wrote them: a strategy that writes its files itself
-        except FAILURES as e:
+        except _failures() as e:
             failure = e
         self._agree(failure, step, location)
         if background and target.writer is not None:  # DCP writes on in its thread; the commit follows there
@@ -234,7 +240,7 @@ class Checkpointer:
             failure = None
             try:
                 future.result()
-            except FAILURES as e:
+            except _failures() as e:
                 failure = e
             self._committed.wait()
             if self._commit_error and failure is None:
@@ -341,7 +347,7 @@ def _reason(e: BaseException) -> str:
         if isinstance(cur, OSError) and cur.strerror:
             return f"{cur.strerror}" + (f" ({cur.filename})" if cur.filename else "")
         stack.extend(x for x in (cur.__cause__, cur.__context__) if x is not None)
-        if isinstance(cur, CheckpointException):  # rank -> (exception, traceback)
+        if isinstance(cur, _failures()[1]):  # CheckpointException: rank -> (exception, traceback)
             for failure in cur.failures.values():
                 stack.extend(x for x in (failure if isinstance(failure, tuple) else (failure,))
                              if isinstance(x, BaseException))

@@ -15,9 +15,10 @@ def main(args) -> int:
         print(to_yaml(config), end="")
         return 0
     from dist_train.runner import run
+    from dist_train.tracking.goodput import process_started
 
     try:
-        result = run(config)
+        result = run(config, started=process_started())  # start-up counts from the interpreter's start
     finally:
         stop_signals.ignore()  # the run is over: a late stop signal must not kill the exiting process
     from dist_train import distributed

@@ -57,7 +57,7 @@ class InMemoryDataset(BatchDataset):
         return tuple(t[i] for t in self.tensors)
 
     def __getitems__(self, indices):
-        idx = torch.as_tensor(indices)
+        idx = indices if isinstance(indices, torch.Tensor) else torch.as_tensor(indices)
         return tuple(t[idx] for t in self.tensors)
 
 

@@ -3,9 +3,10 @@ service needed): config highlights, what actually ran (strategy, world size, glo
 complete (or stopped early, preempted, failed, or still running/died), final and best metrics, time and throughput.
 
 "Best" is the lowest value, except for metrics whose name says higher is better (accuracy, f1, auc, ...).
-Training time is the sum of the logged step times, so it leaves out evaluation and any time between a job's
-restarts; throughput figures are medians over log windows (the first window, which includes warm-up, is left out
-when there are more).
+Training time is the sum of the logged step times, so it leaves out evaluation, checkpoint stalls and any time
+between a job's restarts; throughput figures are medians over log windows (the first window, which includes
+warm-up, is left out when there are more). Goodput (dist_train.tracking.goodput) is the share of the wall time,
+over all attempts, spent in training steps; `badput` says where the rest went.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import yaml
 
-from dist_train.tracking.console import format_duration, format_value
 from dist_train.tracking import run_record
+from dist_train.tracking.console import format_duration, format_value
+from dist_train.tracking.goodput import PARTS, run_goodput, shares
 from dist_train.tracking.jsonl import read_run_metrics, series
 from dist_train.tracking.wandb import read_run_id
 
@@ -88,6 +90,7 @@ def summary_rows(run_dir: str | Path) -> list[tuple[str, str]]:
     peak = series(records, "peak_mem_gib")[1]
     if peak:
         rows.append(("peak memory", f"{max(peak):.3g} GiB"))
+    rows += _goodput_rows(ran.get("attempts") or [], records)
     run_id = read_run_id(run_dir)
     if run_id:
         rows.append(("W&B run id", run_id))
@@ -117,6 +120,28 @@ def _status_rows(ran: dict, last_step: int, max_steps) -> list[tuple[str, str]]:
     wall = sum(a.get("elapsed_s", 0.0) for a in attempts)
     if wall:
         rows.append(("wall time (all attempts)", format_duration(wall)))
+    return rows
+
+
+def _goodput_rows(attempts: list[dict], records: list[dict]) -> list[tuple[str, str]]:
+    """Goodput over all attempts (run.json), else the last one logged (metrics.jsonl); each save's stall."""
+    seconds = run_goodput(attempts)
+    if seconds is not None:
+        figures, scope = shares(seconds), "all attempts"
+    else:
+        logged = [r for r in records if "goodput" in r]
+        if not logged:
+            return []
+        figures, scope = logged[-1], "last attempt"
+    rows = [("goodput", f"{100 * figures['goodput']:.1f}% of the wall time in training steps ({scope})")]
+    badput = [f"{part.replace('_', ' ')} {100 * figures[f'badput/{part}']:.1f}%"
+              for part in (*PARTS, "restarts") if f"badput/{part}" in figures]
+    if badput:
+        rows.append(("badput", " | ".join(badput)))
+    stalls = series(records, "checkpoint_stall_s")[1]
+    if stalls:
+        rows.append(("checkpoint stall", f"median {statistics.median(stalls) * 1000:.3g} ms | max "
+                                         f"{max(stalls) * 1000:.3g} ms | {len(stalls)} saves"))
     return rows
 
 

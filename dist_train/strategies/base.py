@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from dist_train.recipe import Recipe
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# nullcontext holds no state, so one instance serves every micro-batch (no object to build per call).
+NO_CONTEXT = contextlib.nullcontext()
 
 
 class Strategy(ABC):
@@ -85,14 +87,14 @@ class Strategy(ABC):
 
     def micro_step(self, is_last: bool) -> ContextManager:
         """Context for one micro-batch's forward and backward; gradients are synchronised only when is_last."""
-        return contextlib.nullcontext()
+        return NO_CONTEXT
 
     def autocast(self) -> ContextManager:
         """Context for the forward: autocast to train.precision (a strategy that casts parameters itself, as FSDP's
         mixed-precision policy does, returns a null context)."""
         precision = self.config.train.precision
         if precision == "fp32":
-            return contextlib.nullcontext()
+            return NO_CONTEXT
         return torch.autocast(self.device.type, dtype=DTYPES[precision])
 
     @abstractmethod

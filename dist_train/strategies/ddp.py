@@ -6,12 +6,10 @@ next micro-step changes anyway: `no_sync` skips it, so a step costs one all-redu
 
 from __future__ import annotations
 
-import contextlib
-
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from dist_train.strategies.base import TorchStrategy
+from dist_train.strategies.base import NO_CONTEXT, TorchStrategy
 from dist_train.strategies.parallelize import parallelize
 
 
@@ -26,7 +24,7 @@ class DDPStrategy(TorchStrategy):
         return DistributedDataParallel(model, device_ids=device_ids)
 
     def micro_step(self, is_last: bool):
-        return contextlib.nullcontext() if is_last else self.model.no_sync()
+        return NO_CONTEXT if is_last else self.model.no_sync()
 
     @property
     def unwrapped_model(self) -> nn.Module:

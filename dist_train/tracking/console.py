@@ -21,7 +21,7 @@ def format_value(key: str, v) -> str:
         return "0"
     if key.split("/")[-1] in _SCIENTIFIC:
         return f"{v:.3e}"
-    if key.endswith("_share") or key == "mfu":
+    if key.endswith("_share") or key in ("mfu", "goodput") or key.startswith("badput/"):
         return f"{100 * v:.1f}%"
     if abs(v) >= 100:
         return f"{v:,.0f}"
@@ -35,7 +35,8 @@ def timestamp() -> str:
 
 
 def format_metrics(metrics: dict) -> str:
-    return " | ".join(f"{k} {format_value(k, v)}" for k, v in metrics.items())
+    # The badput breakdown stays in metrics.jsonl and W&B; a console line shows `goodput` alone.
+    return " | ".join(f"{k} {format_value(k, v)}" for k, v in metrics.items() if not k.startswith("badput/"))
 
 
 def format_duration(seconds: float) -> str:

@@ -4,8 +4,10 @@ metrics.jsonl says how training went; this file says what ran and whether it is 
 used (as the start-up line describes it), world size, batch layout, and for each attempt (a first launch, a
 resume, a requeue) its start and end time, first and last step and how it ended: `complete` (train.max_steps
 reached), `stopped early` (a callback ended it for good, e.g. early stopping), `preempted` / `interrupted`
-(checkpoint saved, resume with the same command), `failed` (with the error line). An attempt still `running` in
-the file either runs now or died without a word (SIGKILL, a node lost). Rank 0 writes it, atomically.
+(checkpoint saved, resume with the same command), `failed` (with the error line), and its seconds by part
+(`time_s`: start-up, training, data wait, eval, checkpoint stalls; dist_train.tracking.goodput), updated at each
+checkpoint. An attempt still `running` in the file either runs now or died without a word (SIGKILL, a node lost).
+An attempt's start is its process's start, so start-up is inside it. Rank 0 writes it, atomically.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ from typing import Any
 RUN_RECORD = "run.json"
 
 
-def now() -> str:
-    """Local wall-clock time with its UTC offset, to the millisecond (ISO 8601)."""
-    return datetime.datetime.now().astimezone().isoformat(timespec="milliseconds")
+def now(seconds_ago: float = 0.0) -> str:
+    """Local wall-clock time (`seconds_ago` earlier) with its UTC offset, to the millisecond (ISO 8601)."""
+    moment = datetime.datetime.now().astimezone()
+    if seconds_ago:
+        moment -= datetime.timedelta(seconds=seconds_ago)
+    return moment.isoformat(timespec="milliseconds")
 
 
 def read(run_dir: Path) -> dict[str, Any]:
@@ -39,14 +44,29 @@ class RunRecord:
         if not isinstance(self.data.get("attempts"), list):
             self.data["attempts"] = []
 
-    def start(self, start_step: int, **facts: Any) -> None:
+    def start(self, start_step: int, started_s_ago: float = 0.0, **facts: Any) -> None:
+        """A new attempt; `started_s_ago`: how long ago its process started (start-up is part of the attempt)."""
         self.data.update(facts)
-        self.data["attempts"].append({"started": now(), "start_step": start_step, "status": "running"})
+        self.data["attempts"].append({"started": now(started_s_ago), "start_step": start_step, "status": "running"})
         self._write()
 
-    def end(self, status: str, last_step: int, elapsed_s: float, detail: str = "") -> None:
+    def update(self, last_step: int, elapsed_s: float, time_s: dict[str, float]) -> None:
+        """The running attempt's progress (at each checkpoint): what a killed attempt leaves behind."""
+        self.data["attempts"][-1].update({"last_step": last_step, "elapsed_s": round(elapsed_s, 3), "time_s": time_s})
+        try:
+            self._write()
+        except OSError:
+            # Progress only: a full disk must not end the run here, with a traceback, after a good checkpoint;
+            # metrics.jsonl's next write says it in one line, and the next update or the end writes it again.
+            pass
+
+    def end(self, status: str, last_step: int, elapsed_s: float, detail: str = "",
+            time_s: dict[str, float] | None = None) -> None:
+        """`time_s`: the attempt's seconds by part (dist_train.tracking.goodput)."""
         attempt = self.data["attempts"][-1]
         attempt.update({"ended": now(), "last_step": last_step, "status": status, "elapsed_s": round(elapsed_s, 3)})
+        if time_s is not None:
+            attempt["time_s"] = time_s
         if detail:
             attempt["detail"] = detail
         self._write()

@@ -2,9 +2,10 @@
 memory and (on GPU) MFU.
 
 The loop only bumps plain Python counters per step (a perf_counter pair around `next(batches)`, the recipe's
-optional token count); everything that needs the device or the other ranks happens in `collect()`, which every
-rank calls on log steps only. Cross-rank figures take the worst rank (the largest data wait and memory peak),
-because the slowest or fullest rank is what limits the job; tokens are summed over ranks.
+optional token count); everything that needs the device or the other ranks happens on log steps only, inside
+the log step's one collective (`local()` in, `figures()` out; dist_train.log_step). Cross-rank figures take the
+worst rank (the slowest time, the largest data wait and memory peak), because the slowest or fullest rank is what
+limits the job; tokens are summed over ranks.
 
 MFU = recipe FLOPs per sample (forward + backward) x samples/s / (world size x peak dense bf16 FLOP/s of one GPU).
 The peak comes from `tracking.peak_tflops`, else from the GPU's name in `PEAK_BF16_TFLOPS`; unknown GPU: no MFU.
@@ -17,7 +18,6 @@ import sys
 import time
 
 import torch
-import torch.distributed as dist
 
 from dist_train import distributed
 
@@ -50,6 +50,15 @@ def peak_memory_bytes(device: torch.device) -> int:
 
 
 class Throughput:
+    """Per-rank counters of the current log window. `data_wait_s` and `tokens` count from the start of the run
+    (goodput reads the data wait); a window's figures are the differences since `restart()`. Time the loop
+    spends outside training steps (evaluations, checkpoint stalls) is `exclude`d from the window, so step_time_s
+    and samples_per_s measure training steps alone; those costs are logged on their own (checkpoint_stall_s,
+    goodput)."""
+
+    # How each entry of `local()` combines across ranks (dist_train.distributed.reduce_columns).
+    REDUCE = ("max", "max", "max", "sum")
+
     def __init__(self, global_batch: int, world_size: int, device: torch.device, recipe, peak: float | None,
                  readers_per_batch: int = 1):
         self.global_batch, self.world_size, self.device = global_batch, world_size, device
@@ -59,14 +68,21 @@ class Throughput:
         self.count_tokens = True  # until the recipe says it has no tokens (tokens_in returns None)
         flops = recipe.flops_per_sample()
         self.flops_ratio = flops / (world_size * peak) if flops and peak else None
+        self.data_wait_s = 0.0
+        self.tokens = 0
         self.restart()
 
     def restart(self) -> None:
-        """Start a new measuring window (after logging, and after an evaluation, which is not training time)."""
+        """Start a new measuring window (after each log step)."""
         self.start = time.perf_counter()
         self.steps = 0
-        self.data_wait_s = 0.0
-        self.tokens = 0
+        self.excluded_s = 0.0
+        self._wait_before = self.data_wait_s
+        self._tokens_before = self.tokens
+
+    def exclude(self, seconds: float) -> None:
+        """Leave `seconds` of the window out of the step time (an evaluation, a checkpoint stall)."""
+        self.excluded_s += seconds
 
     def add_tokens(self, batch) -> None:
         if self.count_tokens:
@@ -76,13 +92,18 @@ class Throughput:
             else:
                 self.tokens += int(n)
 
-    def collect(self) -> dict[str, float]:
-        """The window's figures; a collective call: every rank calls it on the same steps."""
-        elapsed = time.perf_counter() - self.start
+    def local(self) -> list[float]:
+        """This rank's window: [data wait s, training time s, peak memory bytes, tokens], reduced by REDUCE."""
+        elapsed = time.perf_counter() - self.start - self.excluded_s
+        return [self.data_wait_s - self._wait_before, elapsed, float(peak_memory_bytes(self.device)),
+                float(self.tokens - self._tokens_before)]
+
+    def figures(self, reduced: list[float]) -> dict[str, float]:
+        """The window's figures from `local()` reduced across ranks: the slowest rank's time and data wait, the
+        largest memory peak, the tokens of all ranks."""
+        data_wait_s, elapsed, peak_mem, tokens = reduced
+        elapsed = max(elapsed, 1e-9)
         steps = max(self.steps, 1)
-        worst = torch.tensor([self.data_wait_s, float(peak_memory_bytes(self.device))], dtype=torch.float64,
-                             device=self.device)
-        data_wait_s, peak_mem = distributed.all_reduce_(worst, dist.ReduceOp.MAX).tolist()
         samples_per_s = self.global_batch * steps / elapsed
         figures = {
             "samples_per_s": samples_per_s,
@@ -91,8 +112,13 @@ class Throughput:
             "peak_mem_gib": peak_mem / 2**30,
         }
         if self.count_tokens:
-            tokens = torch.tensor([float(self.tokens)], dtype=torch.float64, device=self.device)
-            figures["tokens_per_s"] = distributed.all_reduce_(tokens).item() / self.readers_per_batch / elapsed
+            figures["tokens_per_s"] = tokens / self.readers_per_batch / elapsed
         if self.flops_ratio is not None:
             figures["mfu"] = self.flops_ratio * samples_per_s
         return figures
+
+    def collect(self) -> dict[str, float]:
+        """The window's figures; a collective call: every rank calls it on the same steps. (The loop folds
+        `local()` into its one log-step collective instead.)"""
+        local = torch.tensor(self.local(), dtype=torch.float64, device=self.device)
+        return self.figures(distributed.reduce_columns(local, self.REDUCE))

@@ -60,7 +60,7 @@ def test_user_callback_from_yaml_sees_each_hook_in_order(tmp_path):
     steps = [e for e in names if e[0] == "step_end"]
     assert [e[1] for e in steps] == list(range(1, 9))
     assert [e[2] is not None for e in steps] == [s % 2 == 0 for s in range(1, 9)]  # metrics on log steps only
-    assert steps[1][2] == ["data_wait_share", "epoch"]
+    assert steps[1][2] == ["badput/checkpoint", "badput/data_wait"]  # the logged dict, goodput shares included
     assert [e[1] for e in names if e[0] == "eval_end"] == [4, 8]
     assert [e[1:] for e in names if e[0] == "checkpoint_saved"] == [[4, "step_4"], [8, "step_8"]]
     # the eval of step 4 ends before that step's checkpoint is saved

@@ -81,6 +81,10 @@ def test_two_processes_log_once_and_a_restarted_job_continues_the_same_run(tmp_p
         assert row["tokens_per_s"] == pytest.approx(7 * row["samples_per_s"])  # summed over both ranks
         assert 0 <= row["data_wait_share"] <= 1 and row["peak_mem_gib"] > 0
     assert [h["_step"] for h in history if "eval/mse" in h] == [10, 20]
+    # Goodput and the checkpoint stall reach W&B too (the last save and the final figures are logged at step 20).
+    final = [r for r in logged if "goodput" in r][-1]
+    at_end = {k: v for h in history if h["_step"] == 20 for k, v in h.items()}
+    assert at_end["goodput"] == pytest.approx(final["goodput"]) and at_end["checkpoint_stall_s"] > 0
 
     # The API key is not in run_dir (config, history, console capture, wandb's debug logs) nor on the console.
     for path in run_dir.rglob("*"):
