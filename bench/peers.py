@@ -7,7 +7,8 @@
 Every side trains the same recipe model (built after `seed_everything(seed)`), on the same samples in the same
 order (dist_train's documented order, docs/data.md: `dist_train.data.epoch_order(n, seed, e)` evaluated at the
 positions of each step's global batch, rank r the r-th block),
-with the same AdamW and parameter groups (dist_train.optim.param_groups), the same LambdaLR schedule (dist_train.optim.lr_multiplier) and the per-rank reseed
+with the same AdamW and parameter groups (dist_train.optim.param_groups), the same LambdaLR schedule
+(dist_train.optim.lr_multiplier) and the per-rank reseed
 `seed + 1000 * (rank + 1)` before the first step; DDP (default buckets) wraps the model on 2 processes. The
 losses at the log steps (mean over ranks) must be identical, bit for bit, for the hand-written loop and dist_train,
 and within 1e-5 relative for Fabric and Accelerate (their gradient clipping rounds differently: on char_lm, with
@@ -302,8 +303,9 @@ def main() -> None:
 
 def report(args, env, sides, missing, results, load_before, steps, losses) -> str:
     base = results["hand-written"]
+    shown = ", ".join(f"{v:.6f}" for v in losses)
     lines = [f"work {args.work} | world size {env.world_size} | {steps} steps ({args.warmup} warm-up) x "
-             f"{args.repeats} repeats | losses (identical, library sides within 1e-5): {', '.join(f'{v:.6f}' for v in losses)}",
+             f"{args.repeats} repeats | losses (identical, library sides within 1e-5): {shown}",
              "| side | median step time | median of paired ratios | range of ratios |",
              "|---|---|---|---|"]
     for name in sides:

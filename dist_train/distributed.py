@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime
 import gc
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
@@ -96,7 +96,7 @@ def all_gather_rows(rows: torch.Tensor) -> torch.Tensor:
     padded[: len(rows)] = rows
     gathered = [torch.empty_like(padded) for _ in range(_env.world_size)]
     dist.all_gather(gathered, padded)
-    return torch.cat([g[: int(c.item())] for g, c in zip(gathered, counts)])
+    return torch.cat([g[: int(c.item())] for g, c in zip(gathered, counts, strict=False)])
 
 
 def mean_across_ranks(tensor: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,7 @@ def test_precisions_and_optimizers_run(tmp_path):
         run_cli("train", RECIPES / "mlp_regression.yaml", f"run_dir={run_dir}", "train.max_steps=12",
                 "train.log_every=4", "dataset.n_train=512", "dataset.n_eval=64", *extra)
         losses = [r["loss"] for r in read_metrics(run_dir) if "loss" in r]
-        assert len(losses) == 3 and all(l == l for l in losses)  # ran, logged, no NaN
+        assert len(losses) == 3 and all(v == v for v in losses)  # ran, logged, no NaN
         if "train.clip_grad_norm=0.5" in extra:
             assert all("grad_norm" in r for r in read_metrics(run_dir) if "loss" in r)
 
@@ -53,7 +53,8 @@ def test_user_recipe_in_own_file(tmp_path):
         "    def loss(self, out, batch):\n        return ((out - batch[1]) ** 2).mean()\n"
     )
     (tmp_path / "tiny.yaml").write_text(f"recipe: tiny.py:Tiny\nrun_dir: {tmp_path / 'run'}\n"
-                                        "train: {max_steps: 30, batch_size: 16, log_every: 10}\noptimizer: {lr: 0.05}\n")
+                                        "train: {max_steps: 30, batch_size: 16, log_every: 10}\n"
+                                        "optimizer: {lr: 0.05}\n")
     run_cli("train", tmp_path / "tiny.yaml")
     losses = [r["loss"] for r in read_metrics(tmp_path / "run") if "loss" in r]
     assert losses[-1] < losses[0] / 2

@@ -78,7 +78,7 @@ def summary_rows(run_dir: str | Path) -> list[tuple[str, str]]:
     steps, step_times = series(records, "step_time_s")
     if step_times:
         # Each train record covers the steps since the previous one.
-        seconds = sum(t * (s - prev) for prev, s, t in zip([0] + steps[:-1], steps, step_times))
+        seconds = sum(t * (s - prev) for prev, s, t in zip([0] + steps[:-1], steps, step_times, strict=False))
         rows.append(("train time (no eval)", format_duration(seconds)))
     for label, key in (("samples/s", "samples_per_s"), ("tokens/s", "tokens_per_s"), ("step time", "step_time_s"),
                        ("data wait share", "data_wait_share"), ("mfu", "mfu")):

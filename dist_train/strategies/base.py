@@ -19,7 +19,8 @@ import contextlib
 import warnings
 from abc import ABC, abstractmethod
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, ContextManager
+from contextlib import AbstractContextManager as ContextManager
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -156,7 +157,7 @@ class Strategy(ABC):
         model = self.unwrapped_model
         return {**dict(model.named_parameters()), **dict(named_persistent_buffers(model))}
 
-    def ema_tensors_written(self) -> None:
+    def ema_tensors_written(self) -> None:  # noqa: B027 - a hook: most strategies need nothing here
         """Called after the tensors of ema_tensors() were overwritten (an EMA swapped in or out)."""
 
     def register_state(self, name: str, component, train_state) -> None:

@@ -76,7 +76,7 @@ def test_two_processes_log_once_and_a_restarted_job_continues_the_same_run(tmp_p
     logged = read_metrics(run_dir)
     train_rows = [h for h in history if "loss" in h]
     assert [h["_step"] for h in train_rows] == [5, 10, 15, 20]
-    for row, record in zip(train_rows, [r for r in logged if "loss" in r]):
+    for row, record in zip(train_rows, [r for r in logged if "loss" in r], strict=False):
         assert row["loss"] == pytest.approx(record["loss"])
         assert row["tokens_per_s"] == pytest.approx(7 * row["samples_per_s"])  # summed over both ranks
         assert 0 <= row["data_wait_share"] <= 1 and row["peak_mem_gib"] > 0
