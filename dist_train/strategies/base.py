@@ -297,14 +297,13 @@ class TorchStrategy(Strategy):
         from dist_train.checkpoint.storage import open_storage
 
         state = self._dcp_state()
-        saved = _saved_keys(location)
+        saved = _saved_keys(location) if self.extra_state else set()  # one more read of .metadata, only if needed
         for name in list(self.extra_state):
             if not any(key.startswith(f"{name}.") for key in saved):
                 distributed.print0(f"checkpoint: {location} has no {name} state (switched on since it was saved); "
                                    "it starts fresh")
                 del state[name]
-        with _single_process_quiet():
-            safe_load.dcp_load(state, location, no_dist=not _distributed())
+        safe_load.dcp_load(state, location, no_dist=not _distributed())  # quiet about the one-process case itself
         set_state_dict(self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
         for name, component in self.extra_state.items():
             if name in state:
@@ -329,8 +328,7 @@ class TorchStrategy(Strategy):
             state = {"ema": {"shadow": {n: t for n, t in model_state.items() if f"ema.shadow.{n}" in saved}}}
         else:
             state = {"model": model_state}
-        with _single_process_quiet():
-            safe_load.dcp_load(state, location, no_dist=not _distributed())
+        safe_load.dcp_load(state, location, no_dist=not _distributed())  # quiet about the one-process case itself
         loaded = state["model"] if weights == "model" else state["ema"]["shadow"]
         set_model_state_dict(self.model, loaded, options=StateDictOptions(strict=weights == "model"))
 
@@ -344,8 +342,7 @@ class TorchStrategy(Strategy):
         state = {"model": {n: full[n] for n in names}} if weights == "model" else \
             {"ema": {"shadow": {n: full[n] for n in names}}}
         # no_dist: one process reads every rank's shard and assembles full tensors.
-        with _single_process_quiet():
-            safe_load.dcp_load(state, location, no_dist=True)
+        safe_load.dcp_load(state, location, no_dist=True)  # quiet about the one-process case itself
         loaded = state["model"] if weights == "model" else state["ema"]["shadow"]
         missing = model.load_state_dict(loaded, strict=False).missing_keys
         tied = {n for n, _ in model.named_parameters(remove_duplicate=False)} - {n for n, _ in model.named_parameters()}
