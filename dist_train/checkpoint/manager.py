@@ -162,7 +162,10 @@ class Checkpointer:
         # earlier saves are flushed: only then may older checkpoints go.
         flushed = self._agree(failure, step, location, report_flushed=True)
         if self.env.is_main and self._prune_due and flushed:
-            self._prune()
+            # Deleting a checkpoint is ~1-4 ms per file system walk: off the training thread, in the flush thread.
+            # It only touches folders older than the `keep` newest committed ones, never the one being written.
+            self._prune_due = False
+            self._flushing.append(self._flush_thread().submit(self._prune, True))
         target.put(f"rng_rank{self.env.rank}.pt", {"rng": rng.capture(), "local": state.local_state_dict()})
         if self.env.is_main:
             target.put(TRAINER_STATE, state.state_dict())
@@ -281,10 +284,13 @@ class Checkpointer:
         target.local[MANIFEST] = digest_of(data)
         self._prune_due = True  # rank 0 only: applied once every rank has flushed (next save, or close)
 
-    def _flush_in_background(self, target: SaveTarget, final: Location) -> None:
+    def _flush_thread(self) -> ThreadPoolExecutor:
         if self._flusher is None:  # one thread for the run: starting one per save cost ~0.5-4 ms of the stall
             self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dist_train checkpoint flush")
-        self._flushing.append(self._flusher.submit(self._flush, target, final))
+        return self._flusher
+
+    def _flush_in_background(self, target: SaveTarget, final: Location) -> None:
+        self._flushing.append(self._flush_thread().submit(self._flush, target, final))
 
     def _flush(self, target: SaveTarget, final: Location) -> None:
         if not self.storage.atomic_rename:
@@ -302,13 +308,22 @@ class Checkpointer:
         while self._flushing:
             self._flushing.pop().result()
 
-    def _prune(self) -> None:
-        self._prune_due = False
+    def _prune(self, background: bool = False) -> None:
+        if not background:  # in the background, the caller cleared it (a commit meanwhile may set it again)
+            self._prune_due = False
         if self.cfg.keep is None:
             return
         complete = self.complete()
         for path in complete[: max(0, len(complete) - self.cfg.keep)]:
-            self.storage.remove(path, first=MANIFEST)  # manifest first: never a half-deleted "checkpoint"
+            try:
+                self.storage.remove(path, first=MANIFEST)  # manifest first: never a half-deleted "checkpoint"
+            except OSError as e:
+                if not background:
+                    raise
+                # Nothing lost: the folder has no manifest or is whole; the next prune tries again.
+                self._prune_due = True
+                print(f"checkpoint: removing {path} (checkpoint.keep={self.cfg.keep}) failed: "
+                      f"{e.strerror or e}; it is tried again at the next save", flush=True)
 
     def _agree(self, failure: BaseException | None, step: int, location: Location,
                report_flushed: bool = False) -> bool:

@@ -280,15 +280,16 @@ class TorchStrategy(Strategy):
 
         self._save_small_state(target)
         with _single_process_quiet():
-            dcp.save(self._dcp_state(), storage_writer=target.dcp_writer(), no_dist=not _distributed())
+            dcp.save(self._dcp_state(), storage_writer=target.dcp_writer(), planner=target.dcp_planner(),
+                     no_dist=not _distributed())
 
     def async_save_checkpoint(self, target, process_group) -> Future:
         import torch.distributed.checkpoint as dcp
 
         self._save_small_state(target)
         # async_save copies the state to CPU memory before returning, so training may change the parameters at once.
-        return dcp.async_save(self._dcp_state(), storage_writer=target.dcp_writer(), process_group=process_group,
-                              no_dist=not _distributed())
+        return dcp.async_save(self._dcp_state(), storage_writer=target.dcp_writer(), planner=target.dcp_planner(),
+                              process_group=process_group, no_dist=not _distributed())
 
     def load_checkpoint(self, location) -> None:
         from torch.distributed.checkpoint.state_dict import set_state_dict
