@@ -104,18 +104,22 @@ def mean_across_ranks(tensor: torch.Tensor) -> torch.Tensor:
     return out / _env.world_size
 
 
+def gather_row(values: torch.Tensor) -> torch.Tensor:
+    """Every rank's 1-D `values` (the same length on every rank) as rows [world_size, n], in ONE collective (a
+    variable-length gather, all_gather_rows, needs two)."""
+    if not (dist.is_initialized() and _env.world_size > 1):
+        return values.view(1, -1)
+    rows = torch.empty(_env.world_size * len(values), dtype=values.dtype, device=values.device)
+    gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # old name warns in 2.13
+    gather(rows, values)
+    return rows.view(_env.world_size, len(values))
+
+
 def reduce_columns(values: torch.Tensor, ops: tuple[str, ...]) -> list[float]:
     """Several reductions of different kinds in ONE collective: entry i of this rank's 1-D `values` combined across
     ranks by ops[i] ("sum", "max", "min", or "first": rank 0's value). One all-gather of a few numbers costs one
     round trip, where one all-reduce per kind would cost one each; the loop's log step needs four kinds."""
-    if dist.is_initialized() and _env.world_size > 1:
-        rows = torch.empty(_env.world_size * len(values), dtype=values.dtype, device=values.device)
-        gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor  # old name warns in 2.13
-        gather(rows, values)
-        rows = rows.view(_env.world_size, len(values)).tolist()
-    else:
-        rows = [values.tolist()]
-    columns = list(zip(*rows, strict=True))
+    columns = list(zip(*gather_row(values).tolist(), strict=True))
     reduce = {"sum": sum, "max": max, "min": min, "first": lambda column: column[0]}
     return [reduce[op](column) for op, column in zip(ops, columns, strict=True)]
 

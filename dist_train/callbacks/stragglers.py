@@ -7,7 +7,7 @@ all ranks' step times are the same. What differs is the time before that wait: f
 for data included) to the end of the step's last forward, after which DDP and ZeRO-1/2 synchronise in the backward.
 Under FSDP and ZeRO-3 the forward already all-gathers parameters, so there the figure includes some waiting for the
 others (and DDP's second forward rebuilds its gradient buckets with a broadcast, once). Cost: a forward hook and
-two perf_counter readings per step; the gather (one number per rank) happens on log steps only.
+two perf_counter readings per step; the gather (one number per rank, one collective) happens on log steps only.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class Stragglers(Callback):
 
     def collect(self, device: torch.device) -> dict[str, float]:
         mine = torch.tensor([self.total_s / max(self.steps, 1)], dtype=torch.float64, device=device)
-        per_rank = distributed.all_gather_rows(mine).cpu()
+        per_rank = distributed.gather_row(mine).view(-1).cpu()
         self.total_s, self.steps = 0.0, 0
         return {"straggler/min_s": per_rank.min().item(), "straggler/median_s": per_rank.median().item(),
                 "straggler/max_s": per_rank.max().item(), "straggler/slowest_rank": int(per_rank.argmax())}
