@@ -164,7 +164,7 @@ class Checkpointer:
         if self.env.is_main and self._prune_due and flushed:
             # Deleting a checkpoint is ~1-4 ms per file system walk: off the training thread, in the flush thread.
             # It only touches folders older than the `keep` newest committed ones, never the one being written.
-            self._prune_due = False
+            self._prune_due = False  # cleared here, not in the thread: a commit meanwhile may set it again
             self._flushing.append(self._flush_thread().submit(self._prune, True))
         target.put(f"rng_rank{self.env.rank}.pt", {"rng": rng.capture(), "local": state.local_state_dict()})
         if self.env.is_main:
@@ -255,6 +255,7 @@ class Checkpointer:
             self._settle()
             distributed.barrier()  # every rank's files are flushed
             if self.env.is_main and self._prune_due:
+                self._prune_due = False
                 self._prune()
 
     def _finish_async(self, future: Future, step: int, target: SaveTarget, manifest: Manifest) -> None:
@@ -308,9 +309,8 @@ class Checkpointer:
         while self._flushing:
             self._flushing.pop().result()
 
-    def _prune(self, background: bool = False) -> None:
-        if not background:  # in the background, the caller cleared it (a commit meanwhile may set it again)
-            self._prune_due = False
+    def _prune(self, in_background: bool = False) -> None:
+        """keep-N: delete the oldest committed checkpoints. The caller clears `_prune_due`."""
         if self.cfg.keep is None:
             return
         complete = self.complete()
@@ -318,7 +318,7 @@ class Checkpointer:
             try:
                 self.storage.remove(path, first=MANIFEST)  # manifest first: never a half-deleted "checkpoint"
             except OSError as e:
-                if not background:
+                if not in_background:
                     raise
                 # Nothing lost: the folder has no manifest or is whole; the next prune tries again.
                 self._prune_due = True
